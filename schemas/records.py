@@ -1,0 +1,96 @@
+"""The records that flow through Kafka, defined once (msgspec Structs, JSON encoded)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+MessageKind = Literal["chat", "group", "system"]
+
+
+class ClientMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message as accepted by a connector (or the push service), before sequencing.
+
+    Topic ``im.msg``, key = ``conv_id``.
+    """
+
+    client_msg_id: str
+    sender: str
+    sender_device: str = ""
+    conv_id: str
+    kind: MessageKind = "chat"
+    to: str | None = None
+    group_id: str | None = None
+    text: str
+    client_ts: int | None = None
+    received_ts: int
+    # Connector that should receive the send result; None for the push service.
+    reply_connector: str | None = None
+
+
+class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A sequenced message: what is archived, cached, and pushed to recipients.
+
+    Topic ``im.persist``, key = ``conv_id``.
+    """
+
+    msg_id: str
+    conv_id: str
+    seq: int
+    sender: str
+    kind: MessageKind = "chat"
+    to: str | None = None
+    group_id: str | None = None
+    text: str
+    ts: int
+    client_msg_id: str
+
+
+class SendResult(msgspec.Struct, frozen=True, kw_only=True):
+    """Outcome of a client's send, routed back to the sender's connector."""
+
+    client_msg_id: str
+    sender: str
+    sender_device: str = ""
+    msg_id: str | None = None
+    conv_id: str
+    seq: int | None = None
+    ts: int | None = None
+    error_code: int | None = None
+    error_message: str | None = None
+
+
+class PushRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """What the logic puts on a connector's push topic ``im.push.<connector_id>``."""
+
+    kind: Literal["deliver", "send_result", "kick"]
+    recipients: list[str] = msgspec.field(default_factory=list)
+    message: StoredMessage | None = None
+    result: SendResult | None = None
+    # kick: end this session of recipients[0] (a newer login of the same device won).
+    session_id: str | None = None
+    reason: str | None = None
+
+
+_client_message_decoder = msgspec.json.Decoder(ClientMessage)
+_stored_message_decoder = msgspec.json.Decoder(StoredMessage)
+_push_record_decoder = msgspec.json.Decoder(PushRecord)
+_encoder = msgspec.json.Encoder()
+
+
+def encode(record: msgspec.Struct) -> bytes:
+    """JSON bytes of any record above."""
+    return _encoder.encode(record)
+
+
+def decode_client_message(raw: bytes) -> ClientMessage:
+    return _client_message_decoder.decode(raw)
+
+
+def decode_stored_message(raw: bytes) -> StoredMessage:
+    return _stored_message_decoder.decode(raw)
+
+
+def decode_push_record(raw: bytes) -> PushRecord:
+    return _push_record_decoder.decode(raw)

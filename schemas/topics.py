@@ -1,0 +1,20 @@
+"""Kafka topic names, derived from the settings in one place."""
+
+from __future__ import annotations
+
+from config.settings import Settings
+
+
+def msg_topic(settings: Settings) -> str:
+    """Client messages, keyed by conversation id."""
+    return settings.msg_topic
+
+
+def persist_topic(settings: Settings) -> str:
+    """Sequenced messages waiting to be archived, keyed by conversation id."""
+    return settings.persist_topic
+
+
+def push_topic(settings: Settings, connector_id: str) -> str:
+    """The push queue drained by one connector."""
+    return f"{settings.push_topic_prefix}{connector_id}"
