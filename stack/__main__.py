@@ -140,7 +140,7 @@ def local_status(settings: Settings) -> int:
     infra = LocalInfra(run_dir(), InfraPorts.from_settings(settings))
     rows: list[tuple[str, str, str, bool]] = []
     checks = {
-        "redis": (f"redis://127.0.0.1:{infra.ports.redis}", infra._redis_ready),
+        "redis": (f"redis://127.0.0.1:{infra.ports.redis}", infra.redis_ready),
         "mariadb": (
             f"mysql://127.0.0.1:{infra.ports.mysql}",
             lambda: tcp_open("127.0.0.1", infra.ports.mysql),
@@ -164,8 +164,8 @@ def local_status(settings: Settings) -> int:
             )
         )
     print(f"{'service':<14} {'address':<28} {'pid':>8}  health")
-    for name, address, pid, healthy in rows:
-        print(f"{name:<14} {address:<28} {pid:>8}  {'healthy' if healthy else 'DOWN'}")
+    for name, address, shown_pid, healthy in rows:
+        print(f"{name:<14} {address:<28} {shown_pid:>8}  {'healthy' if healthy else 'DOWN'}")
     return 0 if all(row[3] for row in rows) else 1
 
 

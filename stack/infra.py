@@ -141,7 +141,7 @@ class LocalInfra:
             redis = self._start_redis()
             mysql = self._start_mariadb()
             kafka = self._start_kafka()
-            redis.wait_until(self._redis_ready, 30, "answering PING")
+            redis.wait_until(self.redis_ready, 30, "answering PING")
             mysql.wait_until(self._mysql_socket_ready, 60, "answering SELECT 1")
             self._bootstrap_database()
             kafka.wait_until(self._kafka_ready, 90, "answering metadata requests")
@@ -200,7 +200,7 @@ class LocalInfra:
             ],
         )
 
-    def _redis_ready(self) -> bool:
+    def redis_ready(self) -> bool:
         import redis
 
         try:
