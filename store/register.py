@@ -1,0 +1,257 @@
+"""The register store in Redis: where users are connected, which connectors live, revoked tokens.
+
+Keys (docs/architecture.md):
+
+- ``route:{user}`` hash device → ``"{connector_id}|{session_id}"``; the key's TTL is
+  refreshed by the holding connector, so a crashed connector's routes expire.
+- ``connector:{id}`` hash host, port, connections, capacity, ts; TTL ``IM_CONNECTOR_TTL_S``
+  refreshed by the connector's keepalive.
+- ``connectors`` set of connector ids; a member whose hash expired is dead.
+- ``revoked:{jti}`` string with TTL = the token's remaining life.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from redis.asyncio import Redis
+
+from config.settings import Settings
+
+ROUTE_PREFIX = "route:"
+CONNECTOR_PREFIX = "connector:"
+CONNECTORS_KEY = "connectors"
+REVOKED_PREFIX = "revoked:"
+
+T = TypeVar("T")
+
+# Routes outlive a few missed refreshes but not a dead connector for long.
+ROUTE_TTL_HEARTBEATS = 3
+# Pipelines are cut into chunks so one call never builds a huge request.
+PIPELINE_CHUNK = 1000
+
+# Delete the device's field only while it still names this session: a stale
+# disconnect must not remove the route of a newer login of the same device.
+_UNBIND_IF_SAME_SESSION = """
+local value = redis.call('HGET', KEYS[1], ARGV[1])
+if not value then return 0 end
+local sep = string.find(value, '|', 1, true)
+if sep and string.sub(value, sep + 1) == ARGV[2] then
+    return redis.call('HDEL', KEYS[1], ARGV[1])
+end
+return 0
+"""
+
+# Drop index members whose liveness hash expired, atomically per member so a
+# connector that re-announced in between is kept.
+_FORGET_IF_EXPIRED = """
+local removed = 0
+for i, id in ipairs(ARGV) do
+    if redis.call('EXISTS', KEYS[1] .. id) == 0 then
+        removed = removed + redis.call('SREM', KEYS[2], id)
+    end
+end
+return removed
+"""
+
+
+@dataclass(frozen=True)
+class SessionRoute:
+    """One logged-in device of a user: the connector holding it and its session id."""
+
+    user: str
+    device: str
+    connector_id: str
+    session_id: str
+
+
+@dataclass(frozen=True)
+class ConnectorInfo:
+    """What a connector announces about itself: address and load."""
+
+    connector_id: str
+    host: str
+    port: int
+    connections: int
+    capacity: int
+    ts_ms: int
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
+
+
+def _route_value(connector_id: str, session_id: str) -> str:
+    return f"{connector_id}|{session_id}"
+
+
+def _parse_route(user: str, device: Any, value: Any) -> SessionRoute | None:
+    connector_id, sep, session_id = _text(value).partition("|")
+    if not sep:
+        return None
+    return SessionRoute(user, _text(device), connector_id, session_id)
+
+
+def _parse_routes(user: str, fields: dict[Any, Any]) -> list[SessionRoute]:
+    routes = (_parse_route(user, device, value) for device, value in fields.items())
+    return sorted((r for r in routes if r is not None), key=lambda r: r.device)
+
+
+def _parse_connector(connector_id: str, fields: dict[Any, Any]) -> ConnectorInfo | None:
+    data = {_text(k): _text(v) for k, v in fields.items()}
+    try:
+        return ConnectorInfo(
+            connector_id=connector_id,
+            host=data["host"],
+            port=int(data["port"]),
+            connections=int(data["connections"]),
+            capacity=int(data["capacity"]),
+            ts_ms=int(data["ts"]),
+        )
+    except (KeyError, ValueError):
+        return None
+
+
+def _chunks(items: list[T], size: int = PIPELINE_CHUNK) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class RegisterStore:
+    """All of the register store's Redis keys, read and written in one place."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.route_ttl_s = max(10, math.ceil(settings.heartbeat_timeout_s * ROUTE_TTL_HEARTBEATS))
+        self._unbind = redis.register_script(_UNBIND_IF_SAME_SESSION)
+        self._forget_expired = redis.register_script(_FORGET_IF_EXPIRED)
+
+    # --- user routes
+
+    async def bind_session(
+        self, user: str, device: str, connector_id: str, session_id: str
+    ) -> SessionRoute | None:
+        """Point ``user``'s ``device`` at this session; return the route it replaced, if any."""
+        key = ROUTE_PREFIX + user
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(key, device)
+            pipe.hset(key, device, _route_value(connector_id, session_id))
+            pipe.expire(key, self.route_ttl_s)
+            previous, _, _ = await pipe.execute()
+        if previous is None:
+            return None
+        return _parse_route(user, device, previous)
+
+    async def touch_routes(self, users: Iterable[str]) -> None:
+        """Refresh the TTL of these users' route keys (the holder is still alive)."""
+        for chunk in _chunks(list(users)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user in chunk:
+                    pipe.expire(ROUTE_PREFIX + user, self.route_ttl_s)
+                await pipe.execute()
+
+    async def unbind_session(self, user: str, device: str, session_id: str) -> bool:
+        """Delete the device's route only if it still points at ``session_id``."""
+        removed = await self._unbind(keys=[ROUTE_PREFIX + user], args=[device, session_id])
+        return bool(removed)
+
+    async def unbind_many(self, sessions: Iterable[tuple[str, str, str]]) -> int:
+        """:meth:`unbind_session` for many ``(user, device, session_id)``, pipelined."""
+        removed = 0
+        for chunk in _chunks(list(sessions)):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user, device, session_id in chunk:
+                    await self._unbind(
+                        keys=[ROUTE_PREFIX + user], args=[device, session_id], client=pipe
+                    )
+                removed += sum(int(n) for n in await pipe.execute())
+        return removed
+
+    async def routes(self, user: str) -> list[SessionRoute]:
+        """Every device of ``user`` with a route, sorted by device."""
+        return _parse_routes(user, await self.redis.hgetall(ROUTE_PREFIX + user))
+
+    async def routes_many(self, users: Iterable[str]) -> dict[str, list[SessionRoute]]:
+        """Routes of several users in pipelined round trips; users with none map to []."""
+        found: dict[str, list[SessionRoute]] = {}
+        for chunk in _chunks(list(dict.fromkeys(users))):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for user in chunk:
+                    pipe.hgetall(ROUTE_PREFIX + user)
+                results = await pipe.execute()
+            for user, fields in zip(chunk, results, strict=True):
+                found[user] = _parse_routes(user, fields)
+        return found
+
+    # --- connectors
+
+    async def announce_connector(self, info: ConnectorInfo, ttl_s: float) -> None:
+        """Publish (or refresh) a connector's address and load, alive for ``ttl_s``."""
+        key = CONNECTOR_PREFIX + info.connector_id
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                key,
+                mapping={
+                    "host": info.host,
+                    "port": info.port,
+                    "connections": info.connections,
+                    "capacity": info.capacity,
+                    "ts": info.ts_ms,
+                },
+            )
+            pipe.pexpire(key, max(1, int(ttl_s * 1000)))
+            pipe.sadd(CONNECTORS_KEY, info.connector_id)
+            await pipe.execute()
+
+    async def withdraw_connector(self, connector_id: str) -> None:
+        """Remove a connector at once (draining): the dispatcher stops handing it out."""
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(CONNECTOR_PREFIX + connector_id)
+            pipe.srem(CONNECTORS_KEY, connector_id)
+            await pipe.execute()
+
+    async def live_connectors(self) -> list[ConnectorInfo]:
+        """Connectors whose liveness key has not expired, sorted by id; forgets dead ones."""
+        ids = sorted(_text(member) for member in await self.redis.smembers(CONNECTORS_KEY))
+        live: list[ConnectorInfo] = []
+        dead: list[str] = []
+        for chunk in _chunks(ids):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for connector_id in chunk:
+                    pipe.hgetall(CONNECTOR_PREFIX + connector_id)
+                results = await pipe.execute()
+            for connector_id, fields in zip(chunk, results, strict=True):
+                info = _parse_connector(connector_id, fields) if fields else None
+                if info is None:
+                    dead.append(connector_id)
+                else:
+                    live.append(info)
+        if dead:
+            await self._forget_expired(keys=[CONNECTOR_PREFIX, CONNECTORS_KEY], args=dead)
+        return live
+
+    async def alive_connectors(self, ids: Iterable[str]) -> set[str]:
+        """The subset of ``ids`` whose liveness key still exists."""
+        wanted = list(dict.fromkeys(ids))
+        alive: set[str] = set()
+        for chunk in _chunks(wanted):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                for connector_id in chunk:
+                    pipe.exists(CONNECTOR_PREFIX + connector_id)
+                results = await pipe.execute()
+            alive.update(cid for cid, exists in zip(chunk, results, strict=True) if exists)
+        return alive
+
+    # --- tokens
+
+    async def revoke_token(self, jti: str, ttl_s: float) -> None:
+        """Mark a token id revoked for the rest of its life (at least one second)."""
+        await self.redis.set(REVOKED_PREFIX + jti, "1", ex=max(1, math.ceil(ttl_s)))
+
+    async def is_revoked(self, jti: str) -> bool:
+        """Whether the token id was revoked (and has not yet expired anyway)."""
+        return bool(await self.redis.exists(REVOKED_PREFIX + jti))
