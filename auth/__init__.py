@@ -1,0 +1,1 @@
+"""Auth: password hashing (``auth.passwords``) and JWT tokens (``auth.tokens``)."""

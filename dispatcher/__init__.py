@@ -1,0 +1,1 @@
+"""The dispatcher: HTTP service for users, tokens and connector assignment."""

@@ -1,0 +1,365 @@
+"""The dispatcher's HTTP API: register users, issue and revoke tokens, assign connectors.
+
+Every error leaves as JSON ``{"code": int, "message": str}`` with the HTTP status of
+``schemas.errors.HTTP_STATUS``; request validation failures are 400 ``BAD_REQUEST``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import aiomysql
+from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field, field_validator
+from redis.asyncio import Redis
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from auth.passwords import (
+    MAX_PASSWORD_CHARS,
+    check_password_policy,
+    hash_password_async,
+    needs_rehash,
+    verify_password_async,
+)
+from auth.tokens import TokenClaims, TokenService
+from config.settings import Settings
+from dispatcher.balancing import choose_connector
+from schemas.errors import HTTP_STATUS, AuthError, ErrorCode, ImError
+from store.mysql import close_pool, create_pool
+from store.register import RegisterStore
+from store.users import UserStore, check_user_id
+
+log = logging.getLogger(__name__)
+
+# Reconnect policy handed to clients: delay = min(max, initial * multiplier^attempt),
+# randomised by ±jitter so that clients of a dead connector do not return in lockstep.
+BACKOFF_MULTIPLIER = 2.0
+BACKOFF_JITTER = 0.5
+
+_TOKEN_ERRORS = {ErrorCode.BAD_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_REVOKED}
+
+
+# --- request and response bodies
+
+
+class ErrorBody(BaseModel):
+    """Every error response."""
+
+    code: int = Field(description="MM-IM error code (schemas.errors.ErrorCode)")
+    message: str
+
+
+class NewUser(BaseModel):
+    """Registration: the id and password of a new user."""
+
+    user_id: str = Field(description="1-64 characters: letters, digits, '_', '.', '-'")
+    password: str = Field(description="8-256 characters")
+
+    @field_validator("user_id")
+    @classmethod
+    def _valid_user_id(cls, value: str) -> str:
+        try:
+            check_user_id(value)
+        except ImError as error:
+            raise ValueError(error.message) from None
+        return value
+
+    @field_validator("password")
+    @classmethod
+    def _valid_password(cls, value: str) -> str:
+        try:
+            check_password_policy(value)
+        except ImError as error:
+            raise ValueError(error.message) from None
+        return value
+
+
+class Credentials(BaseModel):
+    """Login: a user id and its password (any mismatch is a 401, not a 400)."""
+
+    user_id: str = Field(min_length=1, max_length=256)
+    password: str = Field(min_length=1, max_length=MAX_PASSWORD_CHARS)
+
+
+class UserCreated(BaseModel):
+    user_id: str
+
+
+class TokenIssued(BaseModel):
+    token: str = Field(description="JWT (HS256) to present as 'Authorization: Bearer' and at login")
+    expires_at: int = Field(description="expiry, Unix time in seconds")
+
+
+class Backoff(BaseModel):
+    """How a client should space its reconnect attempts."""
+
+    initial_ms: int
+    max_ms: int
+    multiplier: float
+    jitter: float = Field(description="each delay is randomised by ± this fraction")
+
+
+class ConnectorAssignment(BaseModel):
+    """The connector a client should open its long connection to."""
+
+    connector_id: str
+    host: str
+    port: int
+    backoff: Backoff
+
+
+class Health(BaseModel):
+    status: str
+
+
+# --- wiring
+
+
+@dataclass
+class Services:
+    """What the handlers use; built by the app's lifespan."""
+
+    redis: Redis
+    pool: aiomysql.Pool
+    register: RegisterStore
+    users: UserStore
+    tokens: TokenService
+
+
+def _services(request: Request) -> Services:
+    services: Services = request.app.state.services
+    return services
+
+
+_bearer = HTTPBearer(auto_error=False, description="a token from POST /v1/tokens")
+
+
+async def _authenticated(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> TokenClaims:
+    if credentials is None:
+        raise AuthError(ErrorCode.BAD_TOKEN, "missing 'Authorization: Bearer <token>' header")
+    return await _services(request).tokens.verify(credentials.credentials)
+
+
+Authenticated = Annotated[TokenClaims, Depends(_authenticated)]
+
+
+def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` entries for the error statuses an endpoint can answer."""
+    by_status: dict[int, list[str]] = {}
+    for code in codes:
+        by_status.setdefault(HTTP_STATUS[code], []).append(f"{code.name} ({int(code)})")
+    return {
+        http_status: {"model": ErrorBody, "description": ", ".join(names)}
+        for http_status, names in sorted(by_status.items())
+    }
+
+
+def _validation_message(error: RequestValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        if item.get("type") == "json_invalid":
+            return "request body is not valid JSON"
+        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts) or "invalid request"
+
+
+def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastAPI:
+    """The dispatcher app; Redis and MySQL connections open in its lifespan."""
+    retry_after_s = max(1, math.ceil(settings.reconnect_backoff_initial_ms / 1000))
+    backoff = Backoff(
+        initial_ms=settings.reconnect_backoff_initial_ms,
+        max_ms=settings.reconnect_backoff_max_ms,
+        multiplier=BACKOFF_MULTIPLIER,
+        jitter=BACKOFF_JITTER,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        redis = Redis.from_url(settings.redis_url)
+        pool = await create_pool(settings)
+        register = RegisterStore(redis, settings)
+        app.state.services = Services(
+            redis=redis,
+            pool=pool,
+            register=register,
+            users=UserStore(pool),
+            tokens=TokenService(settings, register),
+        )
+        try:
+            yield
+        finally:
+            await close_pool(pool)
+            await redis.aclose()
+
+    app = FastAPI(
+        title="MM-IM dispatcher",
+        version="1.0.0",
+        summary="Users, tokens, and which connector a client should connect to.",
+        lifespan=lifespan,
+    )
+
+    # --- errors: one JSON shape for all of them
+
+    def error_response(
+        code: ErrorCode, message: str, http_status: int | None = None
+    ) -> JSONResponse:
+        headers = {}
+        if code in _TOKEN_ERRORS:
+            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        if code is ErrorCode.UNAVAILABLE:
+            headers["Retry-After"] = str(retry_after_s)
+        return JSONResponse(
+            {"code": int(code), "message": message},
+            status_code=http_status or HTTP_STATUS[code],
+            headers=headers,
+        )
+
+    @app.exception_handler(ImError)
+    async def _im_error(request: Request, error: ImError) -> JSONResponse:
+        return error_response(error.code, error.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
+        return error_response(ErrorCode.BAD_REQUEST, _validation_message(error))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = ErrorCode.NOT_FOUND if error.status_code == 404 else ErrorCode.BAD_REQUEST
+        return error_response(code, str(error.detail), error.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(ErrorCode.INTERNAL, "internal error")
+
+    # --- endpoints
+
+    @app.post(
+        "/v1/users",
+        status_code=status.HTTP_201_CREATED,
+        response_model=UserCreated,
+        responses=_errors(ErrorCode.BAD_REQUEST, ErrorCode.USER_EXISTS),
+        summary="Register a user",
+    )
+    async def register_user(body: NewUser, request: Request) -> UserCreated:
+        users = _services(request).users
+        # Cheap check first: no argon2 work for an id that is obviously taken.
+        if await users.exists(body.user_id):
+            raise ImError(ErrorCode.USER_EXISTS, f"user {body.user_id!r} already exists")
+        await users.create(body.user_id, await hash_password_async(body.password))
+        log.info("registered user %s", body.user_id)
+        return UserCreated(user_id=body.user_id)
+
+    @app.post(
+        "/v1/tokens",
+        response_model=TokenIssued,
+        responses=_errors(ErrorCode.BAD_REQUEST, ErrorCode.BAD_CREDENTIALS),
+        summary="Log in: exchange a user id and password for a token",
+    )
+    async def issue_token(body: Credentials, request: Request) -> TokenIssued:
+        services = _services(request)
+        stored = await services.users.password_hash(body.user_id)
+        if not await verify_password_async(stored, body.password):
+            raise AuthError(ErrorCode.BAD_CREDENTIALS, "wrong user id or password")
+        if stored is not None and needs_rehash(stored):
+            await services.users.set_password_hash(
+                body.user_id, await hash_password_async(body.password)
+            )
+        issued = services.tokens.issue(body.user_id)
+        return TokenIssued(token=issued.token, expires_at=issued.expires_at)
+
+    @app.delete(
+        "/v1/tokens/current",
+        status_code=status.HTTP_204_NO_CONTENT,
+        response_class=Response,
+        responses=_errors(ErrorCode.BAD_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_REVOKED),
+        summary="Log out: revoke the presented token",
+    )
+    async def revoke_token(claims: Authenticated, request: Request) -> Response:
+        await _services(request).tokens.revoke(claims)
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    @app.get(
+        "/v1/connector",
+        response_model=ConnectorAssignment,
+        responses=_errors(
+            ErrorCode.BAD_REQUEST,
+            ErrorCode.BAD_TOKEN,
+            ErrorCode.TOKEN_EXPIRED,
+            ErrorCode.TOKEN_REVOKED,
+            ErrorCode.UNAVAILABLE,
+        ),
+        summary="Which connector to connect to (least loaded live one)",
+    )
+    async def assign_connector(
+        claims: Authenticated,
+        request: Request,
+        exclude: Annotated[
+            str,
+            Query(
+                max_length=4096,
+                description="comma-separated connector ids the client could not reach",
+            ),
+        ] = "",
+    ) -> ConnectorAssignment:
+        skipped = {part.strip() for part in exclude.split(",") if part.strip()}
+        live = await _services(request).register.live_connectors()
+        chosen = choose_connector(live, skipped, rng)
+        if chosen is None:
+            raise ImError(ErrorCode.UNAVAILABLE, "no connector available, retry later")
+        return ConnectorAssignment(
+            connector_id=chosen.connector_id, host=chosen.host, port=chosen.port, backoff=backoff
+        )
+
+    @app.get(
+        "/healthz",
+        response_model=Health,
+        responses=_errors(ErrorCode.UNAVAILABLE),
+        summary="Ready: Redis and MySQL answer",
+    )
+    async def healthz(request: Request) -> Health:
+        services = _services(request)
+        try:
+            await services.redis.ping()
+            async with services.pool.acquire() as conn:
+                await conn.ping(reconnect=False)
+        except Exception as error:  # any failure means "not ready", whatever its type
+            raise ImError(ErrorCode.UNAVAILABLE, f"dependency down: {error}") from None
+        return Health(status="ok")
+
+    _drop_fastapi_422(app)
+    return app
+
+
+def _drop_fastapi_422(app: FastAPI) -> None:
+    """Make the OpenAPI spec tell the truth: validation errors are our 400, not FastAPI's 422."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        spec = build()
+        for path in spec.get("paths", {}).values():
+            for operation in path.values():
+                operation.get("responses", {}).pop("422", None)
+        schemas = spec.get("components", {}).get("schemas", {})
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+        app.openapi_schema = spec
+        return spec
+
+    app.openapi = openapi  # type: ignore[method-assign]
