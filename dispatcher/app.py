@@ -12,16 +12,14 @@ import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import aiomysql
 from fastapi import Depends, FastAPI, Query, Request, status
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from redis.asyncio import Redis
-from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from auth.passwords import (
     MAX_PASSWORD_CHARS,
@@ -33,7 +31,8 @@ from auth.passwords import (
 from auth.tokens import TokenClaims, TokenService
 from config.settings import Settings
 from dispatcher.balancing import choose_connector
-from schemas.errors import HTTP_STATUS, AuthError, ErrorCode, ImError
+from schemas.errors import AuthError, ErrorCode, ImError
+from schemas.http import error_responses, install_error_handlers
 from store.mysql import close_pool, create_pool
 from store.register import RegisterStore
 from store.users import UserStore, check_user_id
@@ -45,17 +44,8 @@ log = logging.getLogger(__name__)
 BACKOFF_MULTIPLIER = 2.0
 BACKOFF_JITTER = 0.5
 
-_TOKEN_ERRORS = {ErrorCode.BAD_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_REVOKED}
-
 
 # --- request and response bodies
-
-
-class ErrorBody(BaseModel):
-    """Every error response."""
-
-    code: int = Field(description="MM-IM error code (schemas.errors.ErrorCode)")
-    message: str
 
 
 class NewUser(BaseModel):
@@ -155,28 +145,6 @@ async def _authenticated(
 Authenticated = Annotated[TokenClaims, Depends(_authenticated)]
 
 
-def _errors(*codes: ErrorCode) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses`` entries for the error statuses an endpoint can answer."""
-    by_status: dict[int, list[str]] = {}
-    for code in codes:
-        by_status.setdefault(HTTP_STATUS[code], []).append(f"{code.name} ({int(code)})")
-    return {
-        http_status: {"model": ErrorBody, "description": ", ".join(names)}
-        for http_status, names in sorted(by_status.items())
-    }
-
-
-def _validation_message(error: RequestValidationError) -> str:
-    parts = []
-    for item in error.errors():
-        if item.get("type") == "json_invalid":
-            return "request body is not valid JSON"
-        where = ".".join(str(p) for p in item.get("loc", ()) if p != "body")
-        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
-        parts.append(f"{where}: {message}" if where else message)
-    return "; ".join(parts) or "invalid request"
-
-
 def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastAPI:
     """The dispatcher app; Redis and MySQL connections open in its lifespan."""
     retry_after_s = max(1, math.ceil(settings.reconnect_backoff_initial_ms / 1000))
@@ -212,39 +180,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         lifespan=lifespan,
     )
 
-    # --- errors: one JSON shape for all of them
-
-    def error_response(
-        code: ErrorCode, message: str, http_status: int | None = None
-    ) -> JSONResponse:
-        headers = {}
-        if code in _TOKEN_ERRORS:
-            headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
-        if code is ErrorCode.UNAVAILABLE:
-            headers["Retry-After"] = str(retry_after_s)
-        return JSONResponse(
-            {"code": int(code), "message": message},
-            status_code=http_status or HTTP_STATUS[code],
-            headers=headers,
-        )
-
-    @app.exception_handler(ImError)
-    async def _im_error(request: Request, error: ImError) -> JSONResponse:
-        return error_response(error.code, error.message)
-
-    @app.exception_handler(RequestValidationError)
-    async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        return error_response(ErrorCode.BAD_REQUEST, _validation_message(error))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        code = ErrorCode.NOT_FOUND if error.status_code == 404 else ErrorCode.BAD_REQUEST
-        return error_response(code, str(error.detail), error.status_code)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return error_response(ErrorCode.INTERNAL, "internal error")
+    install_error_handlers(app, retry_after_s=retry_after_s)
 
     # --- endpoints
 
@@ -252,7 +188,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         "/v1/users",
         status_code=status.HTTP_201_CREATED,
         response_model=UserCreated,
-        responses=_errors(ErrorCode.BAD_REQUEST, ErrorCode.USER_EXISTS),
+        responses=error_responses(ErrorCode.BAD_REQUEST, ErrorCode.USER_EXISTS),
         summary="Register a user",
     )
     async def register_user(body: NewUser, request: Request) -> UserCreated:
@@ -267,7 +203,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
     @app.post(
         "/v1/tokens",
         response_model=TokenIssued,
-        responses=_errors(ErrorCode.BAD_REQUEST, ErrorCode.BAD_CREDENTIALS),
+        responses=error_responses(ErrorCode.BAD_REQUEST, ErrorCode.BAD_CREDENTIALS),
         summary="Log in: exchange a user id and password for a token",
     )
     async def issue_token(body: Credentials, request: Request) -> TokenIssued:
@@ -286,7 +222,9 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         "/v1/tokens/current",
         status_code=status.HTTP_204_NO_CONTENT,
         response_class=Response,
-        responses=_errors(ErrorCode.BAD_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_REVOKED),
+        responses=error_responses(
+            ErrorCode.BAD_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_REVOKED
+        ),
         summary="Log out: revoke the presented token",
     )
     async def revoke_token(claims: Authenticated, request: Request) -> Response:
@@ -296,7 +234,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
     @app.get(
         "/v1/connector",
         response_model=ConnectorAssignment,
-        responses=_errors(
+        responses=error_responses(
             ErrorCode.BAD_REQUEST,
             ErrorCode.BAD_TOKEN,
             ErrorCode.TOKEN_EXPIRED,
@@ -328,7 +266,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
     @app.get(
         "/healthz",
         response_model=Health,
-        responses=_errors(ErrorCode.UNAVAILABLE),
+        responses=error_responses(ErrorCode.UNAVAILABLE),
         summary="Ready: Redis and MySQL answer",
     )
     async def healthz(request: Request) -> Health:
@@ -341,25 +279,4 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
             raise ImError(ErrorCode.UNAVAILABLE, f"dependency down: {error}") from None
         return Health(status="ok")
 
-    _drop_fastapi_422(app)
     return app
-
-
-def _drop_fastapi_422(app: FastAPI) -> None:
-    """Make the OpenAPI spec tell the truth: validation errors are our 400, not FastAPI's 422."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        spec = build()
-        for path in spec.get("paths", {}).values():
-            for operation in path.values():
-                operation.get("responses", {}).pop("422", None)
-        schemas = spec.get("components", {}).get("schemas", {})
-        schemas.pop("HTTPValidationError", None)
-        schemas.pop("ValidationError", None)
-        app.openapi_schema = spec
-        return spec
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -15,7 +15,9 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    uvicorn.run(create_app(), host=settings.push_host, port=settings.push_port, log_level="warning")
+    uvicorn.run(
+        create_app(settings), host=settings.push_host, port=settings.push_port, log_level="warning"
+    )
 
 
 if __name__ == "__main__":

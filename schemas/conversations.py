@@ -23,6 +23,10 @@ def system(user_id: str) -> str:
     return f"s:{user_id}"
 
 
+# Broadcasts to everyone online share one conversation with its own sequence.
+BROADCAST = "broadcast"
+
+
 def members_of_direct(conv_id: str) -> tuple[str, str] | None:
     """The two users of a 1:1 conversation id, or None if it is not one."""
     kind, _, rest = conv_id.partition(":")

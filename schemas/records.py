@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
@@ -23,6 +23,8 @@ class ClientMessage(msgspec.Struct, frozen=True, kw_only=True):
     to: str | None = None
     group_id: str | None = None
     text: str
+    # Structured payload of system messages, e.g. {"type": "friend_request", "from": "alice"}.
+    data: dict[str, Any] | None = None
     client_ts: int | None = None
     received_ts: int
     # Connector that should receive the send result; None for the push service.
@@ -43,6 +45,7 @@ class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):
     to: str | None = None
     group_id: str | None = None
     text: str
+    data: dict[str, Any] | None = None
     ts: int
     client_msg_id: str
 

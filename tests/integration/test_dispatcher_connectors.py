@@ -4,7 +4,6 @@ handed out once its announcement's TTL runs out."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import time
 from collections.abc import AsyncIterator, Callable
 
@@ -14,21 +13,6 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from store.register import RegisterStore
-
-
-def _connector_service_runs() -> bool:
-    """Whether ``python -m connector`` can start (it lands together with other packages)."""
-    try:
-        importlib.import_module("connector.__main__")
-    except ImportError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(
-    not _connector_service_runs(),
-    reason="the connector service (python -m connector) cannot be imported yet",
-)
 
 CONNECTOR_TTL_S = 2
 KEEPALIVE_S = 0.5
