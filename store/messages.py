@@ -1,0 +1,80 @@
+"""The permanent message record in MySQL/MariaDB (table ``messages``, seed step 13).
+
+Writes are batched and idempotent on ``msg_id``: the persister may write the
+same sequenced message twice (a replay after a crash), and the second write
+changes nothing. Reads serve history sync in seq order via UNIQUE(conv_id, seq).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aiomysql
+
+from schemas.records import StoredMessage
+
+_COLUMNS = "msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id"
+
+# aiomysql turns executemany of this form into multi-row INSERTs. The no-op
+# update makes a duplicate msg_id (or conv_id+seq) a silent success.
+_INSERT = (
+    f"INSERT INTO messages ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " ON DUPLICATE KEY UPDATE msg_id = msg_id"
+)
+_HISTORY = f"SELECT {_COLUMNS} FROM messages WHERE conv_id = %s AND seq > %s ORDER BY seq LIMIT %s"
+
+
+def _row(message: StoredMessage) -> tuple[Any, ...]:
+    return (
+        message.msg_id,
+        message.conv_id,
+        message.seq,
+        message.sender,
+        message.to,
+        message.group_id,
+        message.kind,
+        message.text,
+        message.ts,
+        message.client_msg_id,
+    )
+
+
+def _message(row: Sequence[Any]) -> StoredMessage:
+    msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id = row
+    return StoredMessage(
+        msg_id=msg_id,
+        conv_id=conv_id,
+        seq=int(seq),
+        sender=sender,
+        to=recipient,
+        group_id=group_id,
+        kind=kind,
+        text=text,
+        ts=int(ts),
+        client_msg_id=client_msg_id,
+    )
+
+
+class MessageArchive:
+    """Every SQL statement on ``messages``, in one place."""
+
+    def __init__(self, pool: aiomysql.Pool) -> None:
+        self.pool = pool
+
+    async def store_batch(self, messages: Sequence[StoredMessage]) -> None:
+        """Insert the messages in one round trip; already stored ones are left alone."""
+        if not messages:
+            return
+        unique = {message.msg_id: message for message in messages}
+        async with self.pool.acquire() as conn, conn.cursor() as cur:
+            await cur.executemany(_INSERT, [_row(m) for m in unique.values()])
+
+    async def history(self, conv_id: str, after_seq: int, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages of the conversation with seq > ``after_seq``, ascending."""
+        if limit <= 0:
+            return []
+        async with self.pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(_HISTORY, (conv_id, after_seq, limit))
+            rows = await cur.fetchall()
+        return [_message(row) for row in rows]

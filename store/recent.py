@@ -1,0 +1,86 @@
+"""The recent-message index in Redis: the last messages of each conversation (seed step 14).
+
+Key ``recent:{conv_id}``: zset score = seq, member = StoredMessage JSON, trimmed
+to the newest ``IM_RECENT_PER_CONV``. It is a cache in front of MySQL: a read
+answers only when the index holds the requested range without holes, and the
+caller goes to MySQL otherwise (see store/history.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+
+import msgspec
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from schemas.records import StoredMessage, decode_stored_message, encode
+
+log = logging.getLogger(__name__)
+
+RECENT_PREFIX = "recent:"
+# A conversation nobody wrote to for this long is served from MySQL alone.
+RECENT_TTL_S = 30 * 24 * 3600
+
+
+def recent_key(conv_id: str) -> str:
+    return RECENT_PREFIX + conv_id
+
+
+class RecentIndex:
+    """Every Redis key of the recent index, read and written in one place."""
+
+    def __init__(self, redis: Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.keep = settings.recent_per_conv
+
+    async def add_many(self, messages: Sequence[StoredMessage]) -> None:
+        """Index these messages (idempotent: one member per seq) and trim each conversation."""
+        if self.keep <= 0 or not messages:
+            return
+        by_conv: dict[str, dict[int, StoredMessage]] = defaultdict(dict)
+        for message in messages:
+            by_conv[message.conv_id][message.seq] = message
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for conv_id, by_seq in by_conv.items():
+                key = recent_key(conv_id)
+                newest = sorted(by_seq)[-self.keep :]
+                for seq in newest:
+                    # Replace whatever holds this seq, so a re-write never adds a twin.
+                    pipe.zremrangebyscore(key, seq, seq)
+                pipe.zadd(key, {encode(by_seq[seq]): seq for seq in newest})
+                pipe.zremrangebyrank(key, 0, -(self.keep + 1))
+                pipe.expire(key, RECENT_TTL_S)
+            await pipe.execute()
+
+    async def range(
+        self, conv_id: str, after_seq: int, limit: int
+    ) -> tuple[list[StoredMessage], bool] | None:
+        """Messages with seq > ``after_seq`` (at most ``limit``, ascending) and has_more.
+
+        ``None`` when the index cannot answer exactly: empty, trimmed past
+        ``after_seq + 1``, or with a hole (a lost Redis write) — read MySQL then.
+        """
+        if self.keep <= 0:
+            return None
+        key = recent_key(conv_id)
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.zrange(key, 0, 0, withscores=True)
+            pipe.zrangebyscore(key, f"({after_seq}", "+inf", start=0, num=limit + 1)
+            lowest, found = await pipe.execute()
+        if not lowest or int(lowest[0][1]) > after_seq + 1:
+            return None
+        messages = []
+        for raw in found:
+            try:
+                messages.append(decode_stored_message(raw))
+            except msgspec.DecodeError:
+                log.error("recent index of %s holds an undecodable entry", conv_id)
+                return None
+        expected = range(after_seq + 1, after_seq + 1 + len(messages))
+        if [m.seq for m in messages] != list(expected):
+            return None
+        has_more = len(messages) > limit
+        return messages[:limit], has_more

@@ -1,0 +1,1 @@
+"""The logic cluster: Faust agents that sequence, route, deliver and persist messages."""

@@ -1,0 +1,175 @@
+"""The Faust app of the logic cluster: ``faust -A stream_logic.app worker -l info``.
+
+Two agents, each reading its topic in batches (``noack_take``) and acking a
+batch only when its effects are durable:
+
+- ``sequence`` on the msg topic: per-conversation seq and msg_id (state in the
+  ``conversations`` table), routing to push queues / offline lists, send results
+  (stream_logic/pipeline.py);
+- ``persist`` on the persist topic: MySQL archive and Redis recent index
+  (stream_logic/persistence.py).
+
+Several workers with the same ``IM_LOGIC_APP_ID`` share the partitions; the
+table's changelog follows its partitions through rebalances.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, cast
+
+import faust
+import mode
+from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from config.settings import load_settings
+from stream_logic.persistence import Persister
+from stream_logic.pipeline import Incoming, MessagePipeline
+from stream_logic.runtime import Runtime
+from stream_logic.topics import ensure_topics
+
+log = logging.getLogger(__name__)
+
+settings = load_settings()
+
+
+class _IdempotentProducer(faust_aiokafka.Producer):
+    """Faust's producer (table changelogs) with the project's producer rules."""
+
+    def _settings_extra(self) -> dict[str, Any]:
+        return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
+
+
+class _Transport(faust_aiokafka.Transport):
+    Producer = _IdempotentProducer
+
+
+class LogicApp(faust.App):
+    """faust.App whose Kafka producer is idempotent with acks=all."""
+
+    def _new_transport(self) -> Any:
+        return _Transport(self.conf.broker_consumer, self)
+
+    def _new_producer_transport(self) -> Any:
+        return _Transport(self.conf.broker_producer, self)
+
+    async def on_first_start(self) -> None:
+        # Runs before the consumer subscribes: the topics must exist by then.
+        await super().on_first_start()
+        await ensure_topics(settings)
+
+
+app = LogicApp(
+    settings.logic_app_id,
+    broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+    # The state is rebuilt from the changelog at start; nothing to keep on disk.
+    store="memory://",
+    datadir=Path(tempfile.gettempdir()) / f"mmim-logic-{settings.logic_app_id}",
+    web_port=settings.logic_web_port,
+    topic_partitions=settings.msg_partitions,
+    topic_replication_factor=settings.topic_replication,
+    producer_acks=-1,
+    # A worker killed with -9 is noticed after this long and its partitions move
+    # on (Kafka's default of 45-60 s would hold those conversations that long).
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=2.0,
+    autodiscover=False,
+)
+
+# Both created by ensure_topics (stream_logic/topics.py) before the consumer starts.
+# Raw bytes in and out: records are msgspec JSON, decoded by us, so a bad record
+# is logged and skipped instead of crashing the agent in Faust's deserializer.
+client_messages = app.topic(
+    settings.msg_topic,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.msg_partitions,
+)
+sequenced_messages = app.topic(
+    settings.persist_topic,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.msg_partitions,
+)
+
+# conv_id (bytes) -> sequencing.ConversationState (msgpack). use_partitioner: the
+# changelog partition is the key's hash, the same partition as the msg topic's
+# record (same key, same partitioner, same partition count), even though a
+# batch mixes partitions and the "current event" is not the record's own.
+conversations = app.Table(
+    "conversations",
+    key_type=bytes,
+    value_type=bytes,
+    partitions=settings.msg_partitions,
+    use_partitioner=True,
+)
+
+runtime = Runtime(settings)
+
+
+@app.service
+class RuntimeService(mode.Service):
+    """Opens the backends once the table is recovered."""
+
+    async def on_start(self) -> None:
+        await runtime.start()
+
+    async def on_stop(self) -> None:
+        await runtime.stop()
+
+
+def _incoming(event: Any) -> Incoming:
+    message = event.message
+    return Incoming(message.partition, message.offset, message.key, message.value)
+
+
+@app.agent(client_messages)
+async def sequence(stream: faust.StreamT) -> None:
+    """Sequence, route and deliver client messages, a batch at a time."""
+    await runtime.ready.wait()
+    pipeline = MessagePipeline(
+        settings, conversations, runtime.register, runtime.offline, runtime.outputs
+    )
+    # noack_take: Faust's take() would ack the batch even if our code raised.
+    async for events in cast(faust.Stream, stream).noack_take(
+        settings.logic_batch_size, within=settings.logic_batch_window_s
+    ):
+        report = await pipeline.handle([_incoming(event) for event in events])
+        # Acked only now: a crash before this line replays the batch.
+        for event in events:
+            await stream.ack(event)
+        log.debug("msg batch: %s", report)
+        if report.replays or report.rejected or report.undecodable:
+            log.info(
+                "msg batch of %d: new=%d retries=%d replays=%d rejected=%d undecodable=%d",
+                len(events),
+                report.new,
+                report.retries,
+                report.replays,
+                report.rejected,
+                report.undecodable,
+            )
+
+
+@app.agent(sequenced_messages)
+async def persist(stream: faust.StreamT) -> None:
+    """Archive sequenced messages to MySQL and the recent index, a batch at a time."""
+    await runtime.ready.wait()
+    assert runtime.archive is not None
+    persister = Persister(runtime.archive, runtime.recent)
+    async for events in cast(faust.Stream, stream).noack_take(
+        settings.logic_batch_size, within=settings.logic_batch_window_s
+    ):
+        await persister.handle([_incoming(event) for event in events])
+        for event in events:
+            await stream.ack(event)
+
+
+@app.page("/healthz")
+async def healthz(web: Any, request: Any) -> Any:
+    """200 once the worker recovered its state and reached Redis, MySQL and Kafka."""
+    if not runtime.ready.is_set():
+        return web.json({"status": "starting"}, status=503)
+    return web.json({"status": "ok"})

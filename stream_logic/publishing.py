@@ -1,0 +1,66 @@
+"""The logic's own Kafka producer for its outputs: the persist topic and the push queues.
+
+Separate from Faust's producer so every output can be awaited: a batch counts as
+done (and its input offsets may be committed) only once Kafka acknowledged all
+of its outputs with acks=all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+
+from config.settings import Settings
+
+# A few ms of lingering lets one batch's records share produce requests.
+LINGER_MS = 2
+# A send that cannot complete (broker gone) fails within this, and the batch is retried.
+REQUEST_TIMEOUT_MS = 15_000
+
+
+class OutputProducer:
+    """Idempotent, acks=all producer; ``publish`` returns when every record is acknowledged."""
+
+    def __init__(self, settings: Settings, client_id: str) -> None:
+        self.settings = settings
+        self.client_id = client_id
+        self._producer: AIOKafkaProducer | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def start(self) -> None:
+        # Created here, not in __init__: aiokafka binds to the running loop.
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.settings.kafka_bootstrap,
+            client_id=self.client_id,
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=LINGER_MS,
+            request_timeout_ms=REQUEST_TIMEOUT_MS,
+        )
+        try:
+            await producer.start()
+        except BaseException:
+            await producer.stop()
+            raise
+        self._producer = producer
+
+    async def stop(self) -> None:
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            await producer.stop()
+
+    async def publish(self, records: Sequence[tuple[str, str, bytes]]) -> None:
+        """Send (topic, key, value) records in order; wait until Kafka has all of them."""
+        if not records:
+            return
+        assert self._producer is not None, "OutputProducer.start() first"
+        deliveries = [
+            await self._producer.send(topic, value=value, key=key.encode())
+            for topic, key, value in records
+        ]
+        await asyncio.gather(*deliveries)

@@ -1,0 +1,134 @@
+"""Offline lists, the recent index and history sync against the real Redis and MariaDB."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from config.settings import Settings
+from schemas.conversations import direct, message_id
+from schemas.records import StoredMessage
+from store.history import HistoryReader
+from store.messages import MessageArchive
+from store.mysql import close_pool, create_pool
+from store.offline import OfflineStore, body_key, offline_key
+from store.recent import RecentIndex, recent_key
+
+
+def stored(conv: str, seq: int, ts: int, sender: str = "a", to: str = "b") -> StoredMessage:
+    return StoredMessage(
+        msg_id=message_id(conv, seq),
+        conv_id=conv,
+        seq=seq,
+        sender=sender,
+        to=to,
+        text=f"message {seq}",
+        ts=ts,
+        client_msg_id=f"{conv}-{seq}",
+    )
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    client = Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+async def pool(settings: Settings) -> AsyncIterator[Any]:
+    created = await create_pool(settings, maxsize=2)
+    try:
+        yield created
+    finally:
+        await close_pool(created)
+
+
+async def test_offline_list_is_ordered_idempotent_and_emptied_by_acks(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    store = OfflineStore(redis, settings)
+    user, alice, carol = unique("bob"), unique("alice"), unique("carol")
+    with_alice, with_carol = direct(user, alice), direct(user, carol)
+    # Same ts in two conversations, and two messages sharing a ts in one of them.
+    messages = [
+        stored(with_carol, 1, 2_000),
+        stored(with_alice, 1, 1_000),
+        stored(with_alice, 2, 2_000),
+        stored(with_alice, 3, 2_000),
+    ]
+    await store.add_many([(user, m) for m in messages])
+    await store.add_many([(user, messages[1])])  # a replay adds nothing
+
+    oldest_first = sorted(messages, key=lambda m: (m.ts, m.conv_id, m.seq))
+    pending = await store.pending(user)
+    assert pending == oldest_first
+    assert await store.count(user) == 4
+    # A limit cutting through equal timestamps still returns the oldest, in seq order.
+    assert await store.pending(user, limit=2) == oldest_first[:2]
+    assert await store.pending(user, limit=3) == oldest_first[:3]
+
+    assert await store.remove(user, [pending[0].msg_id, pending[1].msg_id, "unknown"]) == 2
+    assert [m.msg_id for m in await store.pending(user)] == [m.msg_id for m in pending[2:]]
+    assert 0 < await redis.ttl(offline_key(user)) <= settings.offline_ttl_s
+    assert 0 < await redis.ttl(body_key(user)) <= settings.offline_ttl_s
+
+
+async def test_offline_list_keeps_the_newest_when_over_the_cap(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    store = OfflineStore(redis, settings.model_copy(update={"offline_max_per_user": 5}))
+    user = unique("bob")
+    conv = direct(user, unique("alice"))
+    await store.add_many([(user, stored(conv, seq, 1_000 + seq)) for seq in range(1, 9)])
+    assert [m.seq for m in await store.pending(user)] == [4, 5, 6, 7, 8]
+    assert await redis.hlen(body_key(user)) == 5
+
+
+async def test_recent_index_answers_only_ranges_it_holds(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    index = RecentIndex(redis, settings.model_copy(update={"recent_per_conv": 10}))
+    conv = direct(unique("a"), unique("b"))
+    await index.add_many([stored(conv, seq, seq) for seq in range(1, 16)])
+    await index.add_many([stored(conv, 15, 15)])  # idempotent
+    assert await redis.zcard(recent_key(conv)) == 10  # seqs 6..15
+
+    page = await index.range(conv, 5, 4)
+    assert page is not None
+    assert [m.seq for m in page[0]] == [6, 7, 8, 9] and page[1] is True
+    last = await index.range(conv, 12, 10)
+    assert last is not None and [m.seq for m in last[0]] == [13, 14, 15] and last[1] is False
+    assert await index.range(conv, 2, 4) is None  # trimmed away: MySQL must answer
+    assert await index.range(direct(unique("x"), unique("y")), 0, 4) is None
+
+
+async def test_history_pages_come_from_mysql_behind_the_cache(
+    redis: Redis, pool: Any, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    small_cache = settings.model_copy(update={"recent_per_conv": 5, "sync_page_size": 4})
+    archive = MessageArchive(pool)
+    conv = direct(unique("a"), unique("b"))
+    messages = [stored(conv, seq, 1_000 + seq) for seq in range(1, 12)]
+    await archive.store_batch(messages)
+    await archive.store_batch(messages[3:6])  # a replay changes nothing
+    await RecentIndex(redis, small_cache).add_many(messages)
+
+    reader = HistoryReader(redis, pool, small_cache)
+    seen: list[int] = []
+    after, has_more = 0, True
+    while has_more:
+        page, has_more = await reader.page(conv, after, 100)  # clamped to the page size 4
+        assert 0 < len(page) <= 4
+        seen.extend(m.seq for m in page)
+        after = page[-1].seq
+    assert seen == list(range(1, 12))
+    assert (await reader.page(conv, 11, 4)) == ([], False)
+    stored_rows = await archive.history(conv, 0, 100)
+    assert [m.seq for m in stored_rows] == list(range(1, 12))
+    assert stored_rows[0] == messages[0]
