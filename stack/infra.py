@@ -298,7 +298,9 @@ class LocalInfra:
                     "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
                     "inter.broker.listener.name=PLAINTEXT",
                     f"log.dirs={folder}",
-                    "num.partitions=1",
+                    # An auto-created msg topic (a connector publishing before the
+                    # logic created it) must have the partitions the logic expects.
+                    f"num.partitions={Settings().msg_partitions}",
                     # One node: every internal topic has a single replica.
                     "offsets.topic.replication.factor=1",
                     "offsets.topic.num.partitions=8",
