@@ -29,10 +29,13 @@ class LoginRequest:
 
 @dataclass(frozen=True, slots=True)
 class SendRequest:
+    """A send to one user (``to``) or to a group (``group_id``): exactly one is set."""
+
     client_msg_id: str
-    to: str
+    to: str | None
     text: str
     client_ts: int | None
+    group_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,17 +66,20 @@ def parse_login(body: dict[str, Any], request_id: int) -> LoginRequest:
 
 
 def parse_send(body: dict[str, Any], request_id: int, max_text_chars: int) -> SendRequest:
-    """``{"client_msg_id": str, "to": user_id, "text": str, "client_ts": int ms (optional)}``."""
+    """``{"client_msg_id": str, "to": user_id | "group_id": group_id, "text": str,
+    "client_ts": int ms (optional)}``."""
     client_msg_id = body.get("client_msg_id")
     if not isinstance(client_msg_id, str) or not 1 <= len(client_msg_id) <= MAX_CLIENT_MSG_ID_LEN:
         raise bad_request(
             f"client_msg_id must be a string of 1-{MAX_CLIENT_MSG_ID_LEN} chars", request_id
         )
-    if body.get("group_id") is not None:
-        raise bad_request("groups not supported yet", request_id)
-    to = body.get("to")
-    if not isinstance(to, str) or not _ID.match(to):
+    to, group_id = body.get("to"), body.get("group_id")
+    if (to is None) == (group_id is None):
+        raise bad_request("a send needs exactly one of to and group_id", request_id)
+    if to is not None and (not isinstance(to, str) or not _ID.match(to)):
         raise bad_request("to must be a user id", request_id)
+    if group_id is not None and (not isinstance(group_id, str) or not _ID.match(group_id)):
+        raise bad_request("group_id must be a group id", request_id)
     text = body.get("text")
     if not isinstance(text, str) or not text:
         raise bad_request("text must be a non-empty string", request_id)
@@ -82,7 +88,9 @@ def parse_send(body: dict[str, Any], request_id: int, max_text_chars: int) -> Se
     client_ts = body.get("client_ts")
     if client_ts is not None and not (_is_int(client_ts) and client_ts >= 0):
         raise bad_request("client_ts must be a non-negative integer (ms)", request_id)
-    return SendRequest(client_msg_id=client_msg_id, to=to, text=text, client_ts=client_ts)
+    return SendRequest(
+        client_msg_id=client_msg_id, to=to, text=text, client_ts=client_ts, group_id=group_id
+    )
 
 
 def parse_sync(body: dict[str, Any], request_id: int, page_size: int) -> SyncRequest:

@@ -36,7 +36,7 @@ from connector.kafka import Publisher
 from connector.rate_limit import TokenBucket
 from connector.sends import PendingSends, SendKey
 from connector.sessions import Session, SessionRegistry
-from schemas.conversations import direct, members_of_direct, system
+from schemas.conversations import direct, group, members_of_direct, system
 from schemas.errors import AuthError, ErrorCode, ForbiddenError, ImError, ProtocolError
 from schemas.protocol import Frame, Op, encode, read_frame
 from schemas.records import ClientMessage, PushRecord, StoredMessage
@@ -63,6 +63,10 @@ class OfflineInbox(Protocol):
     async def remove(self, user: str, msg_ids: Sequence[str]) -> int: ...
 
 
+class GroupMembership(Protocol):
+    async def is_member(self, group_id: str, user_id: str) -> bool: ...
+
+
 class History(Protocol):
     async def page(
         self, conv_id: str, after_seq: int, limit: int
@@ -81,11 +85,20 @@ def now_ms() -> int:
 
 
 def may_sync(user: str, conv_id: str) -> bool:
-    """Whether ``user`` may read the history of ``conv_id`` (groups come with their issue)."""
+    """Whether ``user`` may read the history of a 1:1 or system conversation.
+
+    Group conversations need a membership lookup instead (see ``ClientServer._sync``).
+    """
     members = members_of_direct(conv_id)
     if members is not None:
         return user in members
     return conv_id == system(user)
+
+
+def group_of_conversation(conv_id: str) -> str | None:
+    """The group id of a group conversation ``g:<group_id>``, else None."""
+    kind, sep, group_id = conv_id.partition(":")
+    return group_id if kind == "g" and sep and group_id else None
 
 
 class ClientServer:
@@ -102,6 +115,7 @@ class ClientServer:
         offline: OfflineInbox,
         history: History,
         publisher: Publisher,
+        groups: GroupMembership,
     ) -> None:
         self.settings = settings
         self.connector_id = settings.connector_id
@@ -112,6 +126,7 @@ class ClientServer:
         self.offline = offline
         self.history = history
         self.publisher = publisher
+        self.groups = groups
         self._server: asyncio.Server | None = None
         self._msg_topic = msg_topic(settings)
         self._handlers = {
@@ -335,14 +350,24 @@ class ClientServer:
             raise ImError(ErrorCode.RATE_LIMITED, "too many requests; slow down")
         assert session.user is not None and session.device is not None
         request = parse_send(frame.body, frame.request_id, self.settings.max_frame_bytes)
-        conv_id = direct(session.user, request.to)
+        if request.group_id is not None:
+            # Early answer for clients; the logic re-checks membership authoritatively.
+            if not await self.groups.is_member(request.group_id, session.user):
+                raise ForbiddenError(
+                    f"not a member of group {request.group_id}", code=ErrorCode.NOT_A_MEMBER
+                )
+            conv_id = group(request.group_id)
+        else:
+            assert request.to is not None
+            conv_id = direct(session.user, request.to)
         message = ClientMessage(
             client_msg_id=request.client_msg_id,
             sender=session.user,  # never a client field
             sender_device=session.device,
             conv_id=conv_id,
-            kind="chat",
+            kind="chat" if request.group_id is None else "group",
             to=request.to,
+            group_id=request.group_id,
             text=request.text,
             client_ts=request.client_ts,
             received_ts=now_ms(),
@@ -389,7 +414,13 @@ class ClientServer:
             raise ImError(ErrorCode.RATE_LIMITED, "too many requests; slow down")
         assert session.user is not None
         request = parse_sync(frame.body, frame.request_id, self.settings.sync_page_size)
-        if not may_sync(session.user, request.conv_id):
+        group_id = group_of_conversation(request.conv_id)
+        allowed = (
+            await self.groups.is_member(group_id, session.user)
+            if group_id is not None
+            else may_sync(session.user, request.conv_id)
+        )
+        if not allowed:
             raise ForbiddenError("not a member of this conversation")
         messages, has_more = await self.history.page(
             request.conv_id, request.after_seq, request.limit

@@ -18,6 +18,7 @@ from connector.push_consumer import PushConsumer
 from connector.sends import PendingSends
 from connector.server import ClientServer
 from connector.sessions import SessionRegistry
+from store.groups import GroupStore
 from store.history import HistoryReader
 from store.mysql import close_pool, create_pool
 from store.offline import OfflineStore
@@ -82,6 +83,7 @@ class ConnectorService:
             offline=self.offline,
             history=history,
             publisher=self.publisher,
+            groups=GroupStore(self.mysql_pool, self.redis),
         )
         self.push_consumer = PushConsumer(
             self.push_queue, self.registry, self.pending, self.offline

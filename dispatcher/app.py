@@ -1,5 +1,7 @@
 """The dispatcher's HTTP API: register users, issue and revoke tokens, assign connectors.
 
+Groups and friendships have their own routers (``dispatcher.groups``, ``dispatcher.friends``).
+
 Every error leaves as JSON ``{"code": int, "message": str}`` with the HTTP status of
 ``schemas.errors.HTTP_STATUS``; request validation failures are 400 ``BAD_REQUEST``.
 """
@@ -11,13 +13,10 @@ import math
 import random
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import Annotated
 
-import aiomysql
-from fastapi import Depends, FastAPI, Query, Request, status
+from fastapi import FastAPI, Query, Request, status
 from fastapi.responses import Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field, field_validator
 from redis.asyncio import Redis
 
@@ -28,11 +27,17 @@ from auth.passwords import (
     needs_rehash,
     verify_password_async,
 )
-from auth.tokens import TokenClaims, TokenService
+from auth.tokens import TokenService
 from config.settings import Settings
 from dispatcher.balancing import choose_connector
+from dispatcher.dependencies import Authenticated, Services, services_of
+from dispatcher.friends import router as friends_router
+from dispatcher.groups import router as groups_router
+from push.publisher import SystemPublisher
 from schemas.errors import AuthError, ErrorCode, ImError
 from schemas.http import error_responses, install_error_handlers
+from store.friends import FriendStore
+from store.groups import GroupStore
 from store.mysql import close_pool, create_pool
 from store.register import RegisterStore
 from store.users import UserStore, check_user_id
@@ -114,37 +119,6 @@ class Health(BaseModel):
 # --- wiring
 
 
-@dataclass
-class Services:
-    """What the handlers use; built by the app's lifespan."""
-
-    redis: Redis
-    pool: aiomysql.Pool
-    register: RegisterStore
-    users: UserStore
-    tokens: TokenService
-
-
-def _services(request: Request) -> Services:
-    services: Services = request.app.state.services
-    return services
-
-
-_bearer = HTTPBearer(auto_error=False, description="a token from POST /v1/tokens")
-
-
-async def _authenticated(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> TokenClaims:
-    if credentials is None:
-        raise AuthError(ErrorCode.BAD_TOKEN, "missing 'Authorization: Bearer <token>' header")
-    return await _services(request).tokens.verify(credentials.credentials)
-
-
-Authenticated = Annotated[TokenClaims, Depends(_authenticated)]
-
-
 def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastAPI:
     """The dispatcher app; Redis and MySQL connections open in its lifespan."""
     retry_after_s = max(1, math.ceil(settings.reconnect_backoff_initial_ms / 1000))
@@ -160,16 +134,23 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         redis = Redis.from_url(settings.redis_url)
         pool = await create_pool(settings)
         register = RegisterStore(redis, settings)
+        # Friend requests and acceptances reach users as system messages through Kafka.
+        system = SystemPublisher(settings)
+        await system.start()
         app.state.services = Services(
             redis=redis,
             pool=pool,
             register=register,
             users=UserStore(pool),
             tokens=TokenService(settings, register),
+            groups=GroupStore(pool, redis),
+            friends=FriendStore(pool),
+            system=system,
         )
         try:
             yield
         finally:
+            await system.stop()
             await close_pool(pool)
             await redis.aclose()
 
@@ -192,7 +173,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         summary="Register a user",
     )
     async def register_user(body: NewUser, request: Request) -> UserCreated:
-        users = _services(request).users
+        users = services_of(request).users
         # Cheap check first: no argon2 work for an id that is obviously taken.
         if await users.exists(body.user_id):
             raise ImError(ErrorCode.USER_EXISTS, f"user {body.user_id!r} already exists")
@@ -207,7 +188,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         summary="Log in: exchange a user id and password for a token",
     )
     async def issue_token(body: Credentials, request: Request) -> TokenIssued:
-        services = _services(request)
+        services = services_of(request)
         stored = await services.users.password_hash(body.user_id)
         if not await verify_password_async(stored, body.password):
             raise AuthError(ErrorCode.BAD_CREDENTIALS, "wrong user id or password")
@@ -228,7 +209,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         summary="Log out: revoke the presented token",
     )
     async def revoke_token(claims: Authenticated, request: Request) -> Response:
-        await _services(request).tokens.revoke(claims)
+        await services_of(request).tokens.revoke(claims)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     @app.get(
@@ -255,7 +236,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         ] = "",
     ) -> ConnectorAssignment:
         skipped = {part.strip() for part in exclude.split(",") if part.strip()}
-        live = await _services(request).register.live_connectors()
+        live = await services_of(request).register.live_connectors()
         chosen = choose_connector(live, skipped, rng)
         if chosen is None:
             raise ImError(ErrorCode.UNAVAILABLE, "no connector available, retry later")
@@ -267,10 +248,12 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         "/healthz",
         response_model=Health,
         responses=error_responses(ErrorCode.UNAVAILABLE),
-        summary="Ready: Redis and MySQL answer",
+        summary="Ready: Redis, MySQL and the Kafka producer answer",
     )
     async def healthz(request: Request) -> Health:
-        services = _services(request)
+        services = services_of(request)
+        if not services.system.started:
+            raise ImError(ErrorCode.UNAVAILABLE, "Kafka producer not started")
         try:
             await services.redis.ping()
             async with services.pool.acquire() as conn:
@@ -279,4 +262,6 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
             raise ImError(ErrorCode.UNAVAILABLE, f"dependency down: {error}") from None
         return Health(status="ok")
 
+    app.include_router(groups_router)
+    app.include_router(friends_router)
     return app

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ from connector.rate_limit import TokenBucket
 from push.publisher import SystemPublisher, new_push_id
 from schemas.conversations import ID_PATTERN
 from schemas.errors import ErrorCode, ImError
-from schemas.http import ErrorBody, error_responses, install_error_handlers
+from schemas.http import error_responses, install_error_handlers
 from store.groups import GroupStore
 from store.mysql import close_pool, create_pool
 
@@ -84,7 +85,8 @@ class KeyLimits:
 async def service_key(
     request: Request,
     x_service_key: Annotated[
-        str | None, Header(description="one of the keys in IM_PUSH_SERVICE_KEYS")
+        str | None,
+        Header(alias="X-Service-Key", description="one of the keys in IM_PUSH_SERVICE_KEYS"),
     ] = None,
 ) -> str:
     """Authenticate the calling service and spend one token of its rate limit."""
@@ -112,6 +114,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.publisher = publisher
         app.state.groups = GroupStore(pool, redis)
         app.state.redis = redis
+        app.state.pool = pool
         try:
             yield
         finally:
@@ -127,7 +130,8 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.service_keys = settings.service_keys
     app.state.limits = KeyLimits(settings)
-    install_error_handlers(app)
+    # A refused caller may try again once its bucket holds a token again.
+    install_error_handlers(app, retry_after_s=max(1, math.ceil(1 / settings.push_rate_per_s)))
 
     auth_errors = (ErrorCode.BAD_REQUEST, ErrorCode.BAD_TOKEN, ErrorCode.RATE_LIMITED)
 
@@ -176,12 +180,16 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/healthz",
         response_model=Health,
-        responses={503: {"model": ErrorBody}},
+        responses=error_responses(ErrorCode.UNAVAILABLE),
         summary="Ready: Kafka producer, Redis and MySQL answer",
     )
     async def healthz(request: Request) -> Health:
+        if not request.app.state.publisher.started:
+            raise ImError(ErrorCode.UNAVAILABLE, "Kafka producer not started")
         try:
             await request.app.state.redis.ping()
+            async with request.app.state.pool.acquire() as conn:
+                await conn.ping(reconnect=False)
         except Exception as error:  # any failure means "not ready"
             raise ImError(ErrorCode.UNAVAILABLE, f"dependency down: {error}") from None
         return Health(status="ok")

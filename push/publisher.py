@@ -6,23 +6,40 @@ stream logic as chat messages; only the sender ("system") and kind differ.
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from config.settings import Settings
 from schemas import conversations, records
+from schemas.errors import ErrorCode, ImError
 from schemas.records import ClientMessage
 from schemas.topics import msg_topic
+
+log = logging.getLogger(__name__)
 
 SYSTEM_SENDER = "system"
 
 
 def new_push_id() -> str:
+    """A fresh push id (it becomes the client_msg_id of the messages it makes)."""
     return f"p{secrets.token_hex(8)}"
+
+
+def stable_push_id(*parts: str) -> str:
+    """A push id derived from what the push is about: publishing it again is a retry.
+
+    The logic drops a repeated (sender, client_msg_id), so a notice re-sent with the
+    same id (after an uncertain first attempt) reaches its user once.
+    """
+    digest = hashlib.blake2b("\0".join(parts).encode(), digest_size=10).hexdigest()
+    return f"p{digest}"
 
 
 class SystemPublisher:
@@ -36,22 +53,34 @@ class SystemPublisher:
             enable_idempotence=True,
             linger_ms=2,
         )
+        self.started = False
 
     async def start(self) -> None:
+        """Connect to Kafka; raises if the cluster cannot be reached."""
         await self.producer.start()
+        self.started = True
 
     async def stop(self) -> None:
-        await self.producer.stop()
+        """Flush what is queued, then close."""
+        if self.started:
+            self.started = False
+            await self.producer.stop()
 
     async def _publish(self, messages: Sequence[ClientMessage]) -> None:
         """Send and wait until Kafka has every record (acks=all)."""
         topic = msg_topic(self.settings)
-        futures = [
-            await self.producer.send(topic, records.encode(message), key=message.conv_id.encode())
-            for message in messages
-        ]
-        for future in futures:
-            await future
+        try:
+            futures = [
+                await self.producer.send(
+                    topic, records.encode(message), key=message.conv_id.encode()
+                )
+                for message in messages
+            ]
+            for future in futures:
+                await future
+        except KafkaError as error:
+            log.warning("cannot publish %d system messages: %r", len(messages), error)
+            raise ImError(ErrorCode.UNAVAILABLE, "message queue unavailable, retry") from None
 
     async def to_users(
         self, push_id: str, user_ids: Sequence[str], text: str, data: dict[str, Any] | None

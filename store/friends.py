@@ -8,13 +8,16 @@ index range.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Final, Literal
 
 import aiomysql
 
 from schemas.errors import ErrorCode, ImError
 
-PENDING = "pending"
-ACCEPTED = "accepted"
+Status = Literal["pending", "accepted"]
+PENDING: Final = "pending"
+ACCEPTED: Final = "accepted"
 
 
 @dataclass(frozen=True)
@@ -24,48 +27,66 @@ class FriendList:
     outgoing: list[str] = field(default_factory=list)  # my requests not answered yet
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """Where a request or acceptance left the pair.
+
+    ``changed`` is False when it only repeated an earlier call. ``since`` is when
+    the pending request (or the friendship) began: with the two user ids it names
+    this request or friendship, so a repeated call can re-send the same notice.
+    """
+
+    status: Status
+    changed: bool
+    since: str
+
+
 class FriendStore:
     def __init__(self, pool: aiomysql.Pool) -> None:
         self.pool = pool
 
-    async def _status(self, cur: aiomysql.Cursor, user_id: str, friend_id: str) -> str | None:
+    async def _row(
+        self, cur: aiomysql.Cursor, user_id: str, friend_id: str
+    ) -> tuple[str, str] | None:
+        """(status, created_at) of the row user_id → friend_id, if there is one."""
         await cur.execute(
-            "SELECT status FROM friendships WHERE user_id = %s AND friend_id = %s",
+            "SELECT status, created_at FROM friendships WHERE user_id = %s AND friend_id = %s",
             (user_id, friend_id),
         )
         row = await cur.fetchone()
-        return row[0] if row else None
+        return (row[0], _instant(row[1])) if row else None
 
-    async def request(self, requester: str, addressee: str) -> bool:
+    async def request(self, requester: str, addressee: str) -> Outcome:
         """Ask ``addressee`` for friendship.
 
-        Returns True when a new request was recorded, False when it was already
-        pending. If ``addressee`` had already asked ``requester``, this accepts.
+        A repeated request changes nothing (``changed`` False). If ``addressee``
+        had already asked ``requester``, this accepts that request instead.
         """
         if requester == addressee:
             raise ImError(ErrorCode.BAD_REQUEST, "you cannot befriend yourself")
         async with self.pool.acquire() as conn, conn.cursor() as cur:
-            mine = await self._status(cur, requester, addressee)
-            if mine == ACCEPTED:
-                raise ImError(ErrorCode.BAD_REQUEST, f"{addressee} is already your friend")
-            if mine == PENDING:
-                return False
-        if await self._pending_from(addressee, requester):
-            await self.accept(requester, addressee)
-            return True
+            mine = await self._row(cur, requester, addressee)
+            theirs = await self._row(cur, addressee, requester)
+        if mine is not None and mine[0] == ACCEPTED:
+            raise ImError(ErrorCode.BAD_REQUEST, f"{addressee} is already your friend")
+        if mine is not None:
+            return Outcome(PENDING, changed=False, since=mine[1])
+        if theirs is not None and theirs[0] == PENDING:
+            return await self.accept(requester, addressee)
         async with self.pool.acquire() as conn, conn.cursor() as cur:
-            await cur.execute(
+            inserted = await cur.execute(
                 "INSERT IGNORE INTO friendships (user_id, friend_id, status) VALUES (%s, %s, %s)",
                 (requester, addressee, PENDING),
             )
-        return True
+            row = await self._row(cur, requester, addressee)
+        if row is None:  # rejected or removed in between: report the request as sent
+            return Outcome(PENDING, changed=bool(inserted), since="")
+        # They may have accepted it in the instant since the insert.
+        status: Status = ACCEPTED if row[0] == ACCEPTED else PENDING
+        return Outcome(status, changed=bool(inserted), since=row[1])
 
-    async def _pending_from(self, requester: str, addressee: str) -> bool:
-        async with self.pool.acquire() as conn, conn.cursor() as cur:
-            return await self._status(cur, requester, addressee) == PENDING
-
-    async def accept(self, addressee: str, requester: str) -> None:
-        """``addressee`` accepts ``requester``'s pending request."""
+    async def accept(self, addressee: str, requester: str) -> Outcome:
+        """``addressee`` accepts ``requester``'s pending request (again: no change)."""
         async with self.pool.acquire() as conn:
             await conn.begin()
             try:
@@ -75,19 +96,20 @@ class FriendStore:
                         " WHERE user_id = %s AND friend_id = %s AND status = %s",
                         (ACCEPTED, requester, addressee, PENDING),
                     )
-                    if not updated:
-                        raise ImError(
-                            ErrorCode.NOT_FOUND, f"no pending friend request from {requester}"
+                    if updated:
+                        await cur.execute(
+                            "INSERT INTO friendships (user_id, friend_id, status)"
+                            " VALUES (%s, %s, %s) ON DUPLICATE KEY UPDATE status = VALUES(status)",
+                            (addressee, requester, ACCEPTED),
                         )
-                    await cur.execute(
-                        "INSERT INTO friendships (user_id, friend_id, status) VALUES (%s, %s, %s)"
-                        " ON DUPLICATE KEY UPDATE status = VALUES(status)",
-                        (addressee, requester, ACCEPTED),
-                    )
+                    row = await self._row(cur, requester, addressee)
                 await conn.commit()
             except BaseException:
                 await conn.rollback()
                 raise
+        if row is None or row[0] != ACCEPTED:
+            raise ImError(ErrorCode.NOT_FOUND, f"no pending friend request from {requester}")
+        return Outcome(ACCEPTED, changed=bool(updated), since=row[1])
 
     async def reject(self, addressee: str, requester: str) -> None:
         async with self.pool.acquire() as conn, conn.cursor() as cur:
@@ -127,3 +149,8 @@ class FriendStore:
             incoming=incoming,
             outgoing=[friend for friend, status in mine if status == PENDING],
         )
+
+
+def _instant(value: datetime | str | None) -> str:
+    """A row's timestamp as text, exact to the millisecond stored."""
+    return value.isoformat() if isinstance(value, datetime) else str(value or "")

@@ -52,7 +52,10 @@ _FILL_IF_UNCHANGED = """
 local current = redis.call('GET', KEYS[2]) or '0'
 if current ~= ARGV[1] then return 0 end
 redis.call('DEL', KEYS[1])
-redis.call('SADD', KEYS[1], unpack(ARGV, 3))
+-- In slices: Lua's unpack() cannot spread a very large group's members at once.
+for i = 3, #ARGV, 1000 do
+  redis.call('SADD', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
 redis.call('EXPIRE', KEYS[1], ARGV[2])
 return 1
 """
@@ -165,6 +168,28 @@ class GroupStore:
             )
             rows = await cur.fetchall()
         return [row[0] for row in rows]
+
+    async def memberships(self, user_id: str) -> list[tuple[Group, Role]]:
+        """The groups ``user_id`` belongs to, with their role in each."""
+        async with self.pool.acquire() as conn, conn.cursor() as cur:
+            await cur.execute(
+                "SELECT g.group_id, g.name, g.owner, m.role FROM group_members m"
+                " JOIN chat_groups g ON g.group_id = m.group_id"
+                " WHERE m.user_id = %s ORDER BY g.group_id",
+                (user_id,),
+            )
+            rows = await cur.fetchall()
+        return [(Group(group_id, name, owner), role) for group_id, name, owner, role in rows]
+
+    async def is_member(self, group_id: str, user_id: str) -> bool:
+        """Membership from the Redis cache: one SISMEMBER, not the whole set, per check."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.exists(members_key(group_id))
+            pipe.sismember(members_key(group_id), user_id)
+            cached, member = await pipe.execute()
+        if cached:
+            return bool(member)
+        return user_id in await self.member_ids(group_id)
 
     async def member_ids(self, group_id: str) -> frozenset[str]:
         """The member set, from the Redis cache (filled from MySQL on a miss)."""

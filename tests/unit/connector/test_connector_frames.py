@@ -11,7 +11,7 @@ from connector.frames import (
     parse_send,
     parse_sync,
 )
-from connector.server import may_sync
+from connector.server import group_of_conversation, may_sync
 from schemas.errors import ErrorCode, ImError
 from schemas.records import StoredMessage
 
@@ -51,10 +51,24 @@ def test_send_validation() -> None:
         assert caught.value.code == ErrorCode.BAD_REQUEST, body
 
 
-def test_group_sends_are_refused_for_now() -> None:
-    with pytest.raises(ImError, match="groups not supported yet") as caught:
-        parse_send({"client_msg_id": "m", "group_id": "g1", "text": "hi"}, 1, 100)
-    assert caught.value.code == 1005
+def test_a_send_goes_to_a_user_or_a_group_never_both() -> None:
+    request = parse_send({"client_msg_id": "m", "group_id": "g1", "text": "hi"}, 1, 100)
+    assert (request.group_id, request.to) == ("g1", None)
+    for body in (
+        {"client_msg_id": "m", "group_id": "g1", "to": "bob", "text": "hi"},
+        {"client_msg_id": "m", "text": "hi"},
+        {"client_msg_id": "m", "group_id": "g:1", "text": "hi"},
+        {"client_msg_id": "m", "group_id": 7, "text": "hi"},
+    ):
+        with pytest.raises(ImError) as caught:
+            parse_send(body, 1, 100)
+        assert caught.value.code == ErrorCode.BAD_REQUEST, body
+
+
+def test_group_conversations_are_recognised() -> None:
+    assert group_of_conversation("g:team") == "team"
+    assert group_of_conversation("p:a:b") is None
+    assert group_of_conversation("g:") is None
 
 
 def test_sync_bounds() -> None:
