@@ -130,6 +130,7 @@ def message_body(message: StoredMessage) -> dict[str, Any]:
         "group_id": message.group_id,
         "kind": message.kind,
         "text": message.text,
+        "data": message.data,
         "ts": message.ts,
         "client_msg_id": message.client_msg_id,
     }

@@ -14,13 +14,19 @@ _USER_ID = re.compile(ID_PATTERN)
 _DUPLICATE_KEY = 1062  # MySQL/MariaDB ER_DUP_ENTRY
 
 
+# The push service sends as "system"; nobody may register under that name.
+RESERVED_USER_IDS = frozenset({"system"})
+
+
 def check_user_id(user_id: str) -> None:
-    """Raise ``ImError(BAD_REQUEST)`` unless ``user_id`` matches ``ID_PATTERN``."""
+    """Raise ``ImError(BAD_REQUEST)`` unless ``user_id`` is well formed and not reserved."""
     if not _USER_ID.match(user_id):
         raise ImError(
             ErrorCode.BAD_REQUEST,
             "user_id must be 1 to 64 characters of letters, digits, '_', '.' or '-'",
         )
+    if user_id.lower() in RESERVED_USER_IDS:
+        raise ImError(ErrorCode.BAD_REQUEST, f"user_id {user_id!r} is reserved")
 
 
 class UserStore:

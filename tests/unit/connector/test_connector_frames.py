@@ -120,6 +120,7 @@ def test_push_body_names_the_sender_from() -> None:
         "group_id": None,
         "kind": "chat",
         "text": "hi",
+        "data": None,
         "ts": 10,
         "client_msg_id": "c1",
     }
