@@ -1,0 +1,34 @@
+"""MM-IM client: the asyncio SDK (:mod:`client.sdk`) and the ``mmim`` CLI (:mod:`client.cli`)."""
+
+from client.backoff import Backoff
+from client.errors import (
+    AuthFailed,
+    ClientClosed,
+    ClientError,
+    ConnectionLost,
+    DispatcherError,
+    DispatcherUnreachable,
+    NoConnectorAvailable,
+    ServerError,
+    UserExists,
+)
+from client.messages import Ack, Message, Session, SyncPage
+from client.sdk import Client
+
+__all__ = [
+    "Ack",
+    "AuthFailed",
+    "Backoff",
+    "Client",
+    "ClientClosed",
+    "ClientError",
+    "ConnectionLost",
+    "DispatcherError",
+    "DispatcherUnreachable",
+    "Message",
+    "NoConnectorAvailable",
+    "ServerError",
+    "Session",
+    "SyncPage",
+    "UserExists",
+]
