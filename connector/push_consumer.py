@@ -118,7 +118,18 @@ class PushConsumer:
         for record in records:
             if record.kind == "deliver" and record.message is not None:
                 frame = push_frame(record.message)
+                sender = record.message.sender
                 for user in record.recipients:
+                    for session in self.registry.of_user(user):
+                        # The sending device has the message already (its SEND_ACK).
+                        if user == sender and session.device == record.exclude_device:
+                            continue
+                        outgoing[session].append(frame)
+                        metrics.frames_out.labels("PUSH").inc()
+            elif record.kind == "broadcast" and record.message is not None:
+                # Everyone logged in here, now; broadcasts are not kept for offline users.
+                frame = push_frame(record.message)
+                for user in self.registry.users():
                     for session in self.registry.of_user(user):
                         outgoing[session].append(frame)
                         metrics.frames_out.labels("PUSH").inc()

@@ -65,20 +65,42 @@ class SendResult(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class PushRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """What the logic puts on a connector's push topic ``im.push.<connector_id>``."""
+    """What the logic puts on a connector's push topic ``im.push.<connector_id>``.
 
-    kind: Literal["deliver", "send_result", "kick"]
+    - ``deliver``: ``message`` to every session of ``recipients`` on that connector;
+    - ``broadcast``: ``message`` to every logged-in session there (no recipients,
+      no offline copies: broadcasts reach whoever is online now);
+    - ``send_result``: ``result`` for the sender's pending send;
+    - ``kick``: end session ``session_id`` of ``recipients[0]``.
+    """
+
+    kind: Literal["deliver", "send_result", "kick", "broadcast"]
     recipients: list[str] = msgspec.field(default_factory=list)
     message: StoredMessage | None = None
     result: SendResult | None = None
     # kick: end this session of recipients[0] (a newer login of the same device won).
     session_id: str | None = None
     reason: str | None = None
+    # deliver: the sender's own device that sent the message; the sender's other
+    # devices get a copy, this one not (it has the message from its SEND_ACK).
+    exclude_device: str | None = None
+
+
+class FanoutRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A sequenced group message waiting for its fan-out to the members.
+
+    The logic's internal fan-out topic (stream_logic/topics.py), key = ``conv_id``.
+    """
+
+    message: StoredMessage
+    # The device the sender wrote from: the sender's other devices get a copy.
+    sender_device: str = ""
 
 
 _client_message_decoder = msgspec.json.Decoder(ClientMessage)
 _stored_message_decoder = msgspec.json.Decoder(StoredMessage)
 _push_record_decoder = msgspec.json.Decoder(PushRecord)
+_fanout_record_decoder = msgspec.json.Decoder(FanoutRecord)
 _encoder = msgspec.json.Encoder()
 
 
@@ -97,3 +119,7 @@ def decode_stored_message(raw: bytes) -> StoredMessage:
 
 def decode_push_record(raw: bytes) -> PushRecord:
     return _push_record_decoder.decode(raw)
+
+
+def decode_fanout_record(raw: bytes) -> FanoutRecord:
+    return _fanout_record_decoder.decode(raw)

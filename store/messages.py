@@ -7,19 +7,24 @@ changes nothing. Reads serve history sync in seq order via UNIQUE(conv_id, seq).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import aiomysql
+import msgspec
 
 from schemas.records import StoredMessage
 
-_COLUMNS = "msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id"
+log = logging.getLogger(__name__)
+
+# ``data`` (migration 0003): the JSON payload of system messages, NULL otherwise.
+_COLUMNS = "msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id, data"
 
 # aiomysql turns executemany of this form into multi-row INSERTs. The no-op
 # update makes a duplicate msg_id (or conv_id+seq) a silent success.
 _INSERT = (
-    f"INSERT INTO messages ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    f"INSERT INTO messages ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON DUPLICATE KEY UPDATE msg_id = msg_id"
 )
 _HISTORY = f"SELECT {_COLUMNS} FROM messages WHERE conv_id = %s AND seq > %s ORDER BY seq LIMIT %s"
@@ -37,11 +42,23 @@ def _row(message: StoredMessage) -> tuple[Any, ...]:
         message.text,
         message.ts,
         message.client_msg_id,
+        None if message.data is None else msgspec.json.encode(message.data).decode(),
     )
 
 
+def _data(raw: str | bytes | None, msg_id: str) -> dict[str, Any] | None:
+    if raw is None:
+        return None
+    try:
+        value = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        log.error("message %s has an undecodable data column", msg_id)
+        return None
+    return value if isinstance(value, dict) else None
+
+
 def _message(row: Sequence[Any]) -> StoredMessage:
-    msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id = row
+    msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id, data = row
     return StoredMessage(
         msg_id=msg_id,
         conv_id=conv_id,
@@ -51,6 +68,7 @@ def _message(row: Sequence[Any]) -> StoredMessage:
         group_id=group_id,
         kind=kind,
         text=text,
+        data=_data(data, msg_id),
         ts=int(ts),
         client_msg_id=client_msg_id,
     )

@@ -1,11 +1,14 @@
 """The Faust app of the logic cluster: ``faust -A stream_logic.app worker -l info``.
 
-Two agents, each reading its topic in batches (``noack_take``) and acking a
+Three agents, each reading its topic in batches (``noack_take``) and acking a
 batch only when its effects are durable:
 
 - ``sequence`` on the msg topic: per-conversation seq and msg_id (state in the
-  ``conversations`` table), routing to push queues / offline lists, send results
+  ``conversations`` table), group membership checks, routing of 1:1, system and
+  broadcast messages to push queues / offline lists, send results
   (stream_logic/pipeline.py);
+- ``fan_out`` on the fan-out topic: group messages to every member
+  (stream_logic/fanout.py), so a large group never holds up 1:1 traffic;
 - ``persist`` on the persist topic: MySQL archive and Redis recent index
   (stream_logic/persistence.py).
 
@@ -25,10 +28,11 @@ import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from config.settings import load_settings
+from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
 from stream_logic.pipeline import Incoming, MessagePipeline
 from stream_logic.runtime import Runtime
-from stream_logic.topics import ensure_topics
+from stream_logic.topics import ensure_topics, fanout_topic
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +82,7 @@ app = LogicApp(
     autodiscover=False,
 )
 
-# Both created by ensure_topics (stream_logic/topics.py) before the consumer starts.
+# All three created by ensure_topics (stream_logic/topics.py) before the consumer starts.
 # Raw bytes in and out: records are msgspec JSON, decoded by us, so a bad record
 # is logged and skipped instead of crashing the agent in Faust's deserializer.
 client_messages = app.topic(
@@ -89,6 +93,12 @@ client_messages = app.topic(
 )
 sequenced_messages = app.topic(
     settings.persist_topic,
+    key_serializer="raw",
+    value_serializer="raw",
+    partitions=settings.msg_partitions,
+)
+group_messages = app.topic(
+    fanout_topic(settings),
     key_serializer="raw",
     value_serializer="raw",
     partitions=settings.msg_partitions,
@@ -130,7 +140,12 @@ async def sequence(stream: faust.StreamT) -> None:
     """Sequence, route and deliver client messages, a batch at a time."""
     await runtime.ready.wait()
     pipeline = MessagePipeline(
-        settings, conversations, runtime.register, runtime.offline, runtime.outputs
+        settings,
+        conversations,
+        runtime.register,
+        runtime.offline,
+        runtime.outputs,
+        groups=runtime.groups,
     )
     # noack_take: Faust's take() would ack the batch even if our code raised.
     async for events in cast(faust.Stream, stream).noack_take(
@@ -151,6 +166,23 @@ async def sequence(stream: faust.StreamT) -> None:
                 report.rejected,
                 report.undecodable,
             )
+
+
+@app.agent(group_messages)
+async def fan_out(stream: faust.StreamT) -> None:
+    """Deliver sequenced group messages to the members, a batch at a time."""
+    await runtime.ready.wait()
+    assert runtime.groups is not None
+    fanout = GroupFanout(
+        settings, runtime.groups, runtime.register, runtime.offline, runtime.outputs
+    )
+    async for events in cast(faust.Stream, stream).noack_take(
+        settings.logic_batch_size, within=settings.logic_batch_window_s
+    ):
+        report = await fanout.handle([event.message.value for event in events])
+        for event in events:
+            await stream.ack(event)
+        log.debug("fan-out batch: %s", report)
 
 
 @app.agent(sequenced_messages)

@@ -2,11 +2,14 @@
 
 Order of effects per batch, which is what makes a crash at any point safe:
 
+0. look up group membership for the batch's group messages (one Redis call each);
 1. sequence every message against the conversation states (in memory only);
 2. look up the recipients' routes and the connectors' liveness (pipelined);
-3. publish the sequenced messages to the persist topic and write the offline
-   lists — the message is durable from here on;
-4. publish the push records (deliveries, send results) to the connectors' topics;
+3. publish the sequenced messages to the persist topic (and group messages to
+   the fan-out topic, see stream_logic/fanout.py) and write the offline lists —
+   the message is durable from here on;
+4. publish the push records (deliveries, broadcasts, send results) to the
+   connectors' topics;
 5. write the new conversation states to the Faust table (its changelog);
 6. return, and only then are the input records acked (offsets committed later,
    after Faust flushed the changelog).
@@ -22,21 +25,39 @@ import asyncio
 import logging
 from collections.abc import MutableMapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import msgspec
 from aiokafka.partitioner import murmur2
 
 from config.settings import Settings
 from schemas.errors import ErrorCode
-from schemas.records import ClientMessage, SendResult, StoredMessage, decode_client_message, encode
+from schemas.records import (
+    ClientMessage,
+    FanoutRecord,
+    SendResult,
+    decode_client_message,
+    encode,
+)
 from schemas.topics import persist_topic, push_topic
 from store.offline import OfflineStore
 from store.register import RegisterStore
 from stream_logic import routing, sequencing
 from stream_logic.publishing import OutputProducer
 from stream_logic.retrying import until_done
+from stream_logic.topics import fanout_topic
 
 log = logging.getLogger(__name__)
+
+# A membership lookup that takes longer is answered UNAVAILABLE to the sender
+# rather than holding up the 1:1 messages of the same batch.
+MEMBERSHIP_TIMEOUT_S = 5.0
+# Lookups in flight at once: each holds a Redis connection from a bounded pool.
+MEMBERSHIP_CONCURRENCY = 16
+
+
+class Membership(Protocol):
+    async def is_member(self, group_id: str, user_id: str) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +81,7 @@ class BatchReport:
     undecodable: int = 0
     offline: int = 0
     pushes: int = 0
+    to_fanout: int = 0
     conversations: set[str] = field(default_factory=set)
 
 
@@ -78,12 +100,14 @@ class MessagePipeline:
         register: RegisterStore,
         offline: OfflineStore,
         outputs: OutputProducer,
+        groups: Membership | None = None,
     ) -> None:
         self.settings = settings
         self.states = states
         self.register = register
         self.offline = offline
         self.outputs = outputs
+        self.groups = groups
 
     def decode(
         self, records: Sequence[Incoming]
@@ -113,6 +137,37 @@ class MessagePipeline:
         report.undecodable = bad
         return report
 
+    async def _membership(
+        self, messages: Sequence[ClientMessage]
+    ) -> dict[tuple[str, str], bool | None]:
+        """(group_id, sender) → is a member; None where the lookup failed."""
+        pairs = list(
+            dict.fromkeys(
+                (m.group_id, m.sender)
+                for m in messages
+                if m.group_id is not None and sequencing.needs_membership(m)
+            )
+        )
+        if not pairs:
+            return {}
+
+        slots = asyncio.Semaphore(MEMBERSHIP_CONCURRENCY)
+
+        async def check(group_id: str, user: str) -> bool | None:
+            if self.groups is None:
+                return None
+            try:
+                async with slots:
+                    return await asyncio.wait_for(
+                        self.groups.is_member(group_id, user), MEMBERSHIP_TIMEOUT_S
+                    )
+            except Exception as error:  # Redis/MySQL trouble: the sender gets UNAVAILABLE
+                log.warning("membership of %s in %s unknown: %r", user, group_id, error)
+                return None
+
+        answers = await asyncio.gather(*(check(group_id, user) for group_id, user in pairs))
+        return dict(zip(pairs, answers, strict=True))
+
     def _misplaced(self, record: Incoming, message: ClientMessage) -> bool:
         # A conversation's state lives with the partition its id hashes to; a
         # record elsewhere (wrong key) would be sequenced against the wrong state.
@@ -124,8 +179,10 @@ class MessagePipeline:
         report = BatchReport()
         working: dict[str, sequencing.ConversationState] = {}
         changed: set[str] = set()
-        fresh: list[StoredMessage] = []
+        deliveries: list[routing.Delivery] = []
+        to_fanout: list[FanoutRecord] = []
         replies: list[routing.Reply] = []
+        membership = await self._membership([message for _, message in decoded])
 
         for record, message in decoded:
             if self._misplaced(record, message):
@@ -151,7 +208,12 @@ class MessagePipeline:
             conv_id = message.conv_id
             if conv_id not in working:
                 working[conv_id] = sequencing.decode_state(self.states.get(conv_id.encode()))
-            state, outcome = sequencing.apply(working[conv_id], message, record.offset)
+            is_member = (
+                membership.get((message.group_id, message.sender))
+                if message.group_id is not None
+                else None
+            )
+            state, outcome = sequencing.apply(working[conv_id], message, record.offset, is_member)
             if state is not working[conv_id]:
                 working[conv_id] = state
                 changed.add(conv_id)
@@ -160,7 +222,18 @@ class MessagePipeline:
                 continue
             if outcome.kind == "new":
                 assert outcome.message is not None
-                fresh.append(outcome.message)
+                stored = outcome.message
+                if stored.group_id is not None:
+                    # Members are resolved by the fan-out agent, off this path.
+                    to_fanout.append(
+                        FanoutRecord(message=stored, sender_device=message.sender_device)
+                    )
+                else:
+                    deliveries.append(
+                        routing.Delivery(
+                            stored, routing.recipients_of(stored), message.sender_device
+                        )
+                    )
                 report.new += 1
             elif outcome.kind == "retry":
                 report.retries += 1
@@ -169,20 +242,26 @@ class MessagePipeline:
             if outcome.result is not None:
                 replies.append(routing.Reply(message.reply_connector, outcome.result))
 
-        users = {user for message in fresh for user in routing.recipients_of(message)}
+        users = {user for delivery in deliveries for user in delivery.users()}
         reply_connectors = {r.connector_id for r in replies if r.connector_id is not None}
         routes, alive = await routing.lookup(self.register, users, reply_connectors)
-        plan = routing.plan(fresh, replies, routes, alive)
+        live: list[str] = []
+        if any(routing.is_broadcast(delivery.message) for delivery in deliveries):
+            live = [info.connector_id for info in await self.register.live_connectors()]
+        plan = routing.plan(deliveries, replies, routes, alive, live)
 
-        # Durable first: the archive's input and the offline lists.
-        persist = persist_topic(self.settings)
+        # Durable first: the archive's input, the fan-out's input and the offline lists.
+        persist, fanout = persist_topic(self.settings), fanout_topic(self.settings)
+        sequenced = [d.message for d in deliveries] + [f.message for f in to_fanout]
+        durable = [(persist, m.conv_id, encode(m)) for m in sequenced]
+        durable += [(fanout, f.message.conv_id, encode(f)) for f in to_fanout]
         await asyncio.gather(
-            self.outputs.publish([(persist, m.conv_id, encode(m)) for m in fresh]),
+            self.outputs.publish(durable),
             self.offline.add_many(plan.offline),
         )
         # Then the push queues: a recipient never sees a message that is not durable.
         pushes = [
-            (push_topic(self.settings, connector_id), record.recipients[0], encode(record))
+            (push_topic(self.settings, connector_id), routing.push_key(record), encode(record))
             for connector_id, records in plan.pushes.items()
             for record in records
         ]
@@ -194,5 +273,6 @@ class MessagePipeline:
 
         report.offline = len(plan.offline)
         report.pushes = len(pushes)
+        report.to_fanout = len(to_fanout)
         report.conversations = set(working)
         return report

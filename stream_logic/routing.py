@@ -3,9 +3,16 @@
 A recipient with at least one route on a live connector gets a ``deliver`` push
 record on that connector's topic (one record per message and connector, listing
 its recipients there); a recipient with no route, or only routes on dead
-connectors, gets the message on their offline list. Send results go to the
-connector that published the send, if it is still alive (a sender whose
-connector died retries after reconnecting and gets the same result again).
+connectors, gets the message on their offline list. The sender's other devices
+(multi-device sync) get a copy on the connectors holding them, marked with the
+sending device so that one is skipped; they get no offline copy (they sync).
+A broadcast goes to every live connector as one ``broadcast`` record, with no
+recipients and no offline copies. Send results go to the connector that
+published the send, if it is still alive (a sender whose connector died retries
+after reconnecting and gets the same result again).
+
+The same planning serves 1:1 and system messages in the sequencer and group
+messages in the fan-out stage (stream_logic/fanout.py).
 """
 
 from __future__ import annotations
@@ -14,13 +21,38 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from schemas.conversations import BROADCAST
 from schemas.records import PushRecord, SendResult, StoredMessage
 from store.register import RegisterStore, SessionRoute
 
+# Keeps a push record well under Kafka's 1 MB default (user ids are <= 64 chars):
+# a connector holding more members of one group gets several records.
+MAX_RECIPIENTS_PER_RECORD = 5_000
+
 
 def recipients_of(message: StoredMessage) -> list[str]:
-    """Users a message is delivered to (1:1 and system: the addressee)."""
+    """Addressees of a 1:1 or system-to-user message (groups: see fanout.py)."""
     return [message.to] if message.to is not None else []
+
+
+def is_broadcast(message: StoredMessage) -> bool:
+    return message.conv_id == BROADCAST
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A sequenced message, who gets it, and the sender's device it came from."""
+
+    message: StoredMessage
+    recipients: Sequence[str]
+    # Non-empty: the sender's other devices get a copy, this one not.
+    sender_device: str = ""
+
+    def users(self) -> list[str]:
+        """Users whose routes the plan needs (the recipients, and the sender for copies)."""
+        if self.sender_device:
+            return [*self.recipients, self.message.sender]
+        return list(self.recipients)
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,26 +71,64 @@ class RoutingPlan:
     offline: list[tuple[str, StoredMessage]] = field(default_factory=list)
 
 
+def _live(routes: Iterable[SessionRoute], alive: set[str]) -> list[str]:
+    return sorted({route.connector_id for route in routes if route.connector_id in alive})
+
+
+def _route(
+    delivery: Delivery,
+    routes: Mapping[str, Sequence[SessionRoute]],
+    alive: set[str],
+    result: RoutingPlan,
+) -> None:
+    message = delivery.message
+    on_connector: dict[str, list[str]] = defaultdict(list)
+    for user in delivery.recipients:
+        live = _live(routes.get(user, ()), alive)
+        if not live:
+            result.offline.append((user, message))
+        for connector_id in live:
+            on_connector[connector_id].append(user)
+
+    with_sender: set[str] = set()
+    sender = message.sender
+    if delivery.sender_device and sender not in delivery.recipients:
+        other_devices = [r for r in routes.get(sender, ()) if r.device != delivery.sender_device]
+        for connector_id in _live(other_devices, alive):
+            on_connector[connector_id].append(sender)
+            with_sender.add(connector_id)
+
+    for connector_id, users in on_connector.items():
+        exclude = delivery.sender_device if connector_id in with_sender else None
+        for start in range(0, len(users), MAX_RECIPIENTS_PER_RECORD):
+            result.pushes[connector_id].append(
+                PushRecord(
+                    kind="deliver",
+                    recipients=users[start : start + MAX_RECIPIENTS_PER_RECORD],
+                    message=message,
+                    exclude_device=exclude,
+                )
+            )
+
+
 def plan(
-    messages: Sequence[StoredMessage],
+    deliveries: Sequence[Delivery],
     replies: Sequence[Reply],
     routes: Mapping[str, Sequence[SessionRoute]],
     alive: set[str],
+    live_connectors: Sequence[str] = (),
 ) -> RoutingPlan:
-    """Route a batch; ``routes`` per user and the ``alive`` connector ids come from Redis."""
+    """Route a batch; ``routes`` per user, the ``alive`` connector ids and (for broadcasts)
+    every ``live_connectors`` id come from Redis."""
     result = RoutingPlan()
-    for message in messages:
-        on_connector: dict[str, list[str]] = defaultdict(list)
-        for user in recipients_of(message):
-            live = sorted({r.connector_id for r in routes.get(user, ()) if r.connector_id in alive})
-            if not live:
-                result.offline.append((user, message))
-            for connector_id in live:
-                on_connector[connector_id].append(user)
-        for connector_id, users in on_connector.items():
-            result.pushes[connector_id].append(
-                PushRecord(kind="deliver", recipients=users, message=message)
-            )
+    for delivery in deliveries:
+        if is_broadcast(delivery.message):
+            for connector_id in live_connectors:
+                result.pushes[connector_id].append(
+                    PushRecord(kind="broadcast", message=delivery.message)
+                )
+        else:
+            _route(delivery, routes, alive, result)
     for reply in replies:
         if reply.connector_id is not None and reply.connector_id in alive:
             result.pushes[reply.connector_id].append(
@@ -67,6 +137,13 @@ def plan(
                 )
             )
     return result
+
+
+def push_key(record: PushRecord) -> str:
+    """Kafka key of a push record (push topics have one partition; the key only informs)."""
+    if record.recipients:
+        return record.recipients[0]
+    return record.message.conv_id if record.message is not None else ""
 
 
 async def lookup(

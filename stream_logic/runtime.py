@@ -9,6 +9,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from store.groups import GroupStore
 from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
 from store.offline import OfflineStore
@@ -18,8 +19,9 @@ from stream_logic.publishing import OutputProducer
 
 log = logging.getLogger(__name__)
 
-# The persister writes one batch at a time; a couple of connections are plenty.
-MYSQL_POOL_SIZE = 2
+# The persister writes one batch at a time and member sets are read from MySQL
+# only on a cache miss; a few connections are plenty.
+MYSQL_POOL_SIZE = 4
 
 
 class Runtime:
@@ -34,6 +36,7 @@ class Runtime:
         self.outputs = OutputProducer(settings, client_id=f"{settings.logic_app_id}-outputs")
         self.mysql_pool: Any = None
         self.archive: MessageArchive | None = None
+        self.groups: GroupStore | None = None
         self.ready = asyncio.Event()
 
     async def start(self) -> None:
@@ -47,6 +50,7 @@ class Runtime:
                 if self.mysql_pool is None:
                     self.mysql_pool = await create_pool(self.settings, maxsize=MYSQL_POOL_SIZE)
                     self.archive = MessageArchive(self.mysql_pool)
+                    self.groups = GroupStore(self.mysql_pool, self.redis)
                 break
             except asyncio.CancelledError:
                 raise

@@ -13,6 +13,9 @@ replayed records and recomputes exactly the same messages:
 - ``recent``: the last DEDUP_WINDOW (sender, client_msg_id) digests, so a
   client's retry gets the original msg_id/seq back instead of a second message.
 
+Group membership is the one input that is not in the record: the pipeline looks
+it up (store/groups.py) before sequencing and passes the answer in.
+
 docs/operations.md ("Ordering and deduplication") walks through the crash windows.
 """
 
@@ -25,7 +28,7 @@ from typing import Literal
 
 import msgspec
 
-from schemas.conversations import ID_PATTERN, direct, message_id, system
+from schemas.conversations import BROADCAST, ID_PATTERN, direct, group, message_id, system
 from schemas.errors import ErrorCode
 from schemas.records import ClientMessage, SendResult, StoredMessage
 
@@ -33,6 +36,10 @@ from schemas.records import ClientMessage, SendResult, StoredMessage
 DEDUP_WINDOW = 256
 
 _ID = re.compile(ID_PATTERN)
+
+# The sender of the push service's messages (push/publisher.py); its system
+# messages to a group need no membership.
+SYSTEM_SENDER = "system"
 
 
 class DedupEntry(msgspec.Struct, array_like=True, frozen=True):
@@ -87,17 +94,54 @@ class Outcome:
 
 
 def validate(message: ClientMessage) -> tuple[ErrorCode, str] | None:
-    """Business checks the logic owns: who may write which conversation id."""
+    """Business checks the logic owns: who may write which conversation id.
+
+    chat: ``p:<a>:<b>`` of sender and ``to``; group: ``g:<group_id>``; system: to
+    one user ``s:<to>``, to a group ``g:<group_id>``, or to everyone online
+    ``broadcast`` (only the push service publishes system messages).
+    Membership is checked separately (``needs_membership``).
+    """
     if not _ID.match(message.sender):
         return ErrorCode.BAD_REQUEST, "bad sender id"
-    if message.kind == "group" or message.group_id is not None:
-        return ErrorCode.UNAVAILABLE, "group messages are not supported yet"
-    if message.to is None or not _ID.match(message.to):
+    if message.to is not None and message.group_id is not None:
+        return ErrorCode.BAD_REQUEST, "a message goes to a user or to a group, not both"
+    if message.group_id is not None:
+        if message.kind == "chat" or not _ID.match(message.group_id):
+            return ErrorCode.BAD_REQUEST, "bad group message"
+        expected = group(message.group_id)
+    elif message.kind == "group":
+        return ErrorCode.BAD_REQUEST, "a group message needs a group id"
+    elif message.to is not None:
+        if not _ID.match(message.to):
+            return ErrorCode.UNKNOWN_RECIPIENT, "a message needs a valid recipient"
+        expected = (
+            direct(message.sender, message.to) if message.kind == "chat" else system(message.to)
+        )
+    elif message.kind == "system" and message.sender == SYSTEM_SENDER:
+        expected = BROADCAST
+    else:
         return ErrorCode.UNKNOWN_RECIPIENT, "a message needs a valid recipient"
-    expected = direct(message.sender, message.to) if message.kind == "chat" else system(message.to)
     if message.conv_id != expected:
         return ErrorCode.BAD_REQUEST, f"conversation {message.conv_id!r} does not match"
     return None
+
+
+def needs_membership(message: ClientMessage) -> bool:
+    """Whether the sender must be a member of the message's group (the push service needn't)."""
+    if message.group_id is None:
+        return False
+    return not (message.kind == "system" and message.sender == SYSTEM_SENDER)
+
+
+def _error(message: ClientMessage, code: ErrorCode, text: str) -> SendResult:
+    return SendResult(
+        client_msg_id=message.client_msg_id,
+        sender=message.sender,
+        sender_device=message.sender_device,
+        conv_id=message.conv_id,
+        error_code=int(code),
+        error_message=text,
+    )
 
 
 def _result(message: ClientMessage, stored: StoredMessage) -> SendResult:
@@ -113,23 +157,22 @@ def _result(message: ClientMessage, stored: StoredMessage) -> SendResult:
 
 
 def apply(
-    state: ConversationState, message: ClientMessage, offset: int
+    state: ConversationState,
+    message: ClientMessage,
+    offset: int,
+    is_member: bool | None = None,
 ) -> tuple[ConversationState, Outcome]:
-    """Sequence one client message of this conversation, read at ``offset``."""
+    """Sequence one client message of this conversation, read at ``offset``.
+
+    ``is_member``: whether the sender belongs to the message's group (looked up
+    by the caller when ``needs_membership``); None means it could not be checked.
+    """
     if offset <= state.last_offset:
         return state, Outcome("replay")
     problem = validate(message)
     if problem is not None:
         code, text = problem
-        error = SendResult(
-            client_msg_id=message.client_msg_id,
-            sender=message.sender,
-            sender_device=message.sender_device,
-            conv_id=message.conv_id,
-            error_code=int(code),
-            error_message=text,
-        )
-        return state, Outcome("rejected", result=error)
+        return state, Outcome("rejected", result=_error(message, code, text))
 
     digest = dedup_digest(message.sender, message.client_msg_id)
     for entry in state.recent:
@@ -141,12 +184,22 @@ def apply(
                 sender=message.sender,
                 kind=message.kind,
                 to=message.to,
+                group_id=message.group_id,
                 text=message.text,
+                data=message.data,
                 ts=entry.ts,
                 client_msg_id=message.client_msg_id,
             )
             moved = msgspec.structs.replace(state, last_offset=offset)
             return moved, Outcome("retry", result=_result(message, earlier))
+
+    # After the dedup: a retry of an accepted send is answered even if the sender left since.
+    if needs_membership(message) and not is_member:
+        if is_member is None:
+            code, text = ErrorCode.UNAVAILABLE, "group membership unavailable; retry"
+        else:
+            code, text = ErrorCode.NOT_A_MEMBER, f"not a member of group {message.group_id}"
+        return state, Outcome("rejected", result=_error(message, code, text))
 
     seq = state.last_seq + 1
     ts = max(message.received_ts, state.last_ts)

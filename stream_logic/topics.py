@@ -1,5 +1,10 @@
 """The logic's input topics exist, with the right partition count, before Faust subscribes.
 
+The logic reads three topics, all keyed by conversation id and partitioned
+alike: the msg topic (from connectors and the push service), the persist topic
+and the group fan-out topic (both written by the sequencer for the logic's own
+later stages).
+
 Created here rather than left to Faust or to auto-creation: a topic created in
 the same moment the consumer subscribes may be missing from its metadata and
 then ignored until the next refresh (minutes), and an auto-created msg topic
@@ -19,6 +24,8 @@ from schemas.topics import msg_topic, persist_topic
 
 log = logging.getLogger(__name__)
 
+FANOUT_SUFFIX = ".fanout"
+
 VISIBLE_TIMEOUT_S = 30.0
 
 
@@ -26,9 +33,17 @@ class PartitionMismatch(RuntimeError):
     """A logic topic exists with a partition count other than IM_MSG_PARTITIONS."""
 
 
+def fanout_topic(settings: Settings) -> str:
+    """Sequenced group messages waiting for fan-out (internal to the logic), key = conv id.
+
+    Derived from the msg topic's name so that each deployment gets its own.
+    """
+    return msg_topic(settings) + FANOUT_SUFFIX
+
+
 async def ensure_topics(settings: Settings) -> None:
-    """Create the msg and persist topics if missing; fail if their partition count differs."""
-    names = [msg_topic(settings), persist_topic(settings)]
+    """Create the logic's topics if missing; fail if their partition count differs."""
+    names = [msg_topic(settings), persist_topic(settings), fanout_topic(settings)]
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap, client_id=f"{settings.logic_app_id}-admin"
     )

@@ -113,10 +113,73 @@ def test_mismatched_conversation_is_rejected_without_using_a_seq() -> None:
     assert outcomes[1].message.seq == 1
 
 
-def test_group_messages_are_refused_until_groups_exist() -> None:
-    _, outcomes = run([send("g", kind="group", group_id="team", to=None, conv_id="g:team")])
-    assert outcomes[0].kind == "rejected"
-    assert outcomes[0].result.error_code == ErrorCode.UNAVAILABLE
+def group_send(client_msg_id: str, **overrides: object) -> ClientMessage:
+    fields: dict[str, object] = {
+        "kind": "group",
+        "group_id": "team",
+        "to": None,
+        "conv_id": "g:team",
+    }
+    fields.update(overrides)
+    return send(client_msg_id, **fields)
+
+
+def test_group_messages_of_members_get_their_own_gapless_seq() -> None:
+    state = ConversationState()
+    seqs = []
+    for offset, message in enumerate([group_send("a"), group_send("b", sender="carol")]):
+        state, outcome = apply(state, message, offset, is_member=True)
+        seqs.append((outcome.kind, outcome.message.seq, outcome.message.group_id))
+    assert seqs == [("new", 1, "team"), ("new", 2, "team")]
+    assert outcome.message.msg_id == message_id("g:team", 2)
+
+
+def test_a_non_member_is_refused_without_using_a_seq() -> None:
+    state, refused = apply(ConversationState(), group_send("x"), 0, is_member=False)
+    assert refused.kind == "rejected" and refused.message is None
+    assert refused.result.error_code == ErrorCode.NOT_A_MEMBER
+    _, accepted = apply(state, group_send("y"), 1, is_member=True)
+    assert accepted.message.seq == 1
+
+
+def test_unknown_membership_is_answered_unavailable() -> None:
+    _, outcome = apply(ConversationState(), group_send("x"), 0, is_member=None)
+    assert outcome.kind == "rejected"
+    assert outcome.result.error_code == ErrorCode.UNAVAILABLE
+
+
+def test_a_retry_after_leaving_still_gets_the_original_result() -> None:
+    state, first = apply(ConversationState(), group_send("x"), 0, is_member=True)
+    _, again = apply(state, group_send("x"), 1, is_member=False)
+    assert again.kind == "retry" and again.result.seq == first.message.seq
+
+
+def test_the_push_service_writes_to_any_group_but_users_cannot_pose_as_it() -> None:
+    notice = group_send("n", kind="system", sender="system", sender_device="", data={"k": 1})
+    _, outcome = apply(ConversationState(), notice, 0, is_member=False)
+    assert outcome.kind == "new" and outcome.message.data == {"k": 1}
+    # A user's group message still needs membership, whatever its sender id.
+    _, posing = apply(ConversationState(), group_send("p", sender="system"), 0, is_member=False)
+    assert posing.result.error_code == ErrorCode.NOT_A_MEMBER
+
+
+def test_group_message_shapes_are_checked() -> None:
+    bad = [
+        group_send("1", conv_id="g:other"),  # conversation of another group
+        group_send("2", to="bob"),  # both a user and a group
+        group_send("3", kind="chat"),  # a chat message carrying a group id
+        send("4", kind="group", to=None, group_id=None, conv_id="g:team"),
+    ]
+    _, outcomes = run(bad)
+    assert [o.kind for o in outcomes] == ["rejected"] * 4
+    assert {o.result.error_code for o in outcomes} <= {ErrorCode.BAD_REQUEST}
+
+
+def test_broadcasts_come_only_from_the_push_service() -> None:
+    notice = send("b", kind="system", sender="system", to=None, conv_id="broadcast")
+    _, outcomes = run([notice, send("c", kind="chat", to=None, conv_id="broadcast")])
+    assert outcomes[0].kind == "new" and outcomes[0].message.conv_id == "broadcast"
+    assert outcomes[1].kind == "rejected"
 
 
 def test_system_messages_use_the_recipients_system_conversation() -> None:
