@@ -24,8 +24,6 @@ from schemas.topics import msg_topic
 
 log = logging.getLogger(__name__)
 
-SYSTEM_SENDER = "system"
-
 
 def new_push_id() -> str:
     """A fresh push id (it becomes the client_msg_id of the messages it makes)."""
@@ -91,7 +89,7 @@ class SystemPublisher:
             [
                 ClientMessage(
                     client_msg_id=f"{push_id}:{user_id}",
-                    sender=SYSTEM_SENDER,
+                    sender=conversations.SYSTEM_SENDER,
                     conv_id=conversations.system(user_id),
                     kind="system",
                     to=user_id,
@@ -111,7 +109,7 @@ class SystemPublisher:
             [
                 ClientMessage(
                     client_msg_id=push_id,
-                    sender=SYSTEM_SENDER,
+                    sender=conversations.SYSTEM_SENDER,
                     conv_id=conversations.group(group_id),
                     kind="system",
                     group_id=group_id,
@@ -128,7 +126,7 @@ class SystemPublisher:
             [
                 ClientMessage(
                     client_msg_id=push_id,
-                    sender=SYSTEM_SENDER,
+                    sender=conversations.SYSTEM_SENDER,
                     conv_id=conversations.BROADCAST,
                     kind="system",
                     text=text,

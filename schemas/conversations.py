@@ -23,6 +23,9 @@ def system(user_id: str) -> str:
     return f"s:{user_id}"
 
 
+# The sender of system messages (push service, friend notices); no user may take this id.
+SYSTEM_SENDER = "system"
+
 # Broadcasts to everyone online share one conversation with its own sequence.
 BROADCAST = "broadcast"
 

@@ -15,6 +15,14 @@ def persist_topic(settings: Settings) -> str:
     return settings.persist_topic
 
 
+def fanout_topic(settings: Settings) -> str:
+    """Sequenced group messages waiting for fan-out (internal to the logic), key = conv id.
+
+    Derived from the msg topic's name so that each deployment gets its own.
+    """
+    return f"{settings.msg_topic}.fanout"
+
+
 def push_topic(settings: Settings, connector_id: str) -> str:
     """The push queue drained by one connector."""
     return f"{settings.push_topic_prefix}{connector_id}"

@@ -7,7 +7,7 @@ import re
 import aiomysql
 import pymysql
 
-from schemas.conversations import ID_PATTERN
+from schemas.conversations import ID_PATTERN, SYSTEM_SENDER
 from schemas.errors import ErrorCode, ImError
 
 _USER_ID = re.compile(ID_PATTERN)
@@ -15,7 +15,7 @@ _DUPLICATE_KEY = 1062  # MySQL/MariaDB ER_DUP_ENTRY
 
 
 # The push service sends as "system"; nobody may register under that name.
-RESERVED_USER_IDS = frozenset({"system"})
+RESERVED_USER_IDS = frozenset({SYSTEM_SENDER})
 
 
 def check_user_id(user_id: str) -> None:

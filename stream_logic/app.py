@@ -28,11 +28,12 @@ import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from config.settings import load_settings
+from schemas.topics import fanout_topic
 from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
 from stream_logic.pipeline import Incoming, MessagePipeline
 from stream_logic.runtime import Runtime
-from stream_logic.topics import ensure_topics, fanout_topic
+from stream_logic.topics import ensure_topics
 
 log = logging.getLogger(__name__)
 

@@ -39,13 +39,12 @@ from schemas.records import (
     decode_client_message,
     encode,
 )
-from schemas.topics import persist_topic, push_topic
+from schemas.topics import fanout_topic, persist_topic, push_topic
 from store.offline import OfflineStore
 from store.register import RegisterStore
 from stream_logic import routing, sequencing
 from stream_logic.publishing import OutputProducer
 from stream_logic.retrying import until_done
-from stream_logic.topics import fanout_topic
 
 log = logging.getLogger(__name__)
 

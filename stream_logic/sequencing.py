@@ -28,7 +28,15 @@ from typing import Literal
 
 import msgspec
 
-from schemas.conversations import BROADCAST, ID_PATTERN, direct, group, message_id, system
+from schemas.conversations import (
+    BROADCAST,
+    ID_PATTERN,
+    SYSTEM_SENDER,
+    direct,
+    group,
+    message_id,
+    system,
+)
 from schemas.errors import ErrorCode
 from schemas.records import ClientMessage, SendResult, StoredMessage
 
@@ -39,7 +47,6 @@ _ID = re.compile(ID_PATTERN)
 
 # The sender of the push service's messages (push/publisher.py); its system
 # messages to a group need no membership.
-SYSTEM_SENDER = "system"
 
 
 class DedupEntry(msgspec.Struct, array_like=True, frozen=True):

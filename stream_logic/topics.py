@@ -20,25 +20,16 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
 from config.settings import Settings
-from schemas.topics import msg_topic, persist_topic
+from schemas.topics import fanout_topic, msg_topic, persist_topic
 
 log = logging.getLogger(__name__)
 
-FANOUT_SUFFIX = ".fanout"
 
 VISIBLE_TIMEOUT_S = 30.0
 
 
 class PartitionMismatch(RuntimeError):
     """A logic topic exists with a partition count other than IM_MSG_PARTITIONS."""
-
-
-def fanout_topic(settings: Settings) -> str:
-    """Sequenced group messages waiting for fan-out (internal to the logic), key = conv id.
-
-    Derived from the msg topic's name so that each deployment gets its own.
-    """
-    return msg_topic(settings) + FANOUT_SUFFIX
 
 
 async def ensure_topics(settings: Settings) -> None:
