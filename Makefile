@@ -55,7 +55,7 @@ integration: install deps
 test: install deps lint
 	$(BIN)/pytest -q -ra
 
-bench: install deps
+bench: up
 	$(BIN)/python -m bench $(if $(QUICK),--quick,)
 
 clean:

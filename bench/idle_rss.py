@@ -103,7 +103,8 @@ async def open_idle_session(
     return reader, writer
 
 
-async def measure(connections: int, settle_s: float) -> None:
+async def measure(connections: int, settle_s: float) -> dict[str, float]:
+    """Open ``connections`` idle logged-in sessions on a fresh connector; return the figures."""
     settings = Settings()
     raise_fd_limit(connections * 2 + 1000)
     run = secrets.token_hex(3)
@@ -132,6 +133,13 @@ async def measure(connections: int, settle_s: float) -> None:
         print(f"idle logged-in connections: {connections} (logins took {logged_in_s:.1f}s)")
         print(f"VmRSS before: {before / 1024:.1f} MiB, after: {after / 1024:.1f} MiB")
         print(f"RSS per idle connection: {per_connection / 1024:.1f} KiB ({per_connection:.0f} B)")
+        return {
+            "connections": connections,
+            "bytes_per_conn": round(per_connection),
+            "rss_before_mib": round(before / 1024, 1),
+            "rss_after_mib": round(after / 1024, 1),
+            "logins_s": round(connections / logged_in_s, 1),
+        }
     finally:
         for _, writer in opened:
             writer.close()

@@ -27,16 +27,12 @@ from stack.processes import (
     python_module,
     tcp_open,
 )
-from stack.services import AppService, local_services
+from stack.services import AppService, local_services, run_dir
 from stack.testing import docker_available
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker" / "compose.yaml"
 INFRA = ("redis", "mariadb", "kafka")
-
-
-def run_dir() -> Path:
-    return Path(os.environ.get("IM_RUN_DIR", REPO_ROOT / ".run" / "stack")).resolve()
 
 
 def state_file() -> Path:

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from config.settings import Settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_dir() -> Path:
+    """Where ``make up`` keeps data, logs and pid files (``IM_RUN_DIR``)."""
+    return Path(os.environ.get("IM_RUN_DIR", REPO_ROOT / ".run" / "stack")).resolve()
 
 
 @dataclass(frozen=True)

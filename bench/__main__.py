@@ -1,0 +1,150 @@
+"""``python -m bench [--quick]`` (``make bench``): MM-IM measured on the running stack.
+
+Scenarios, all through the wire protocol against the stack ``make up`` started:
+1:1 at a fixed rate and a ramp to the highest rate meeting p99 <= 100 ms,
+idle connections, a login storm, group fan-out, and the raw aiokafka relay
+that bounds what any Kafka pipeline can do here. Prints progress, writes
+``bench/results/<timestamp>.json``, ``latest.json`` and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+from typing import Any
+
+from bench.cpu import ComponentCpu
+from bench.one_to_one import LoadSpec, WorkerResult, run_load
+from bench.raw_relay import run_relay
+from bench.report import latency_summary, machine, write_results
+from config.settings import Settings
+from stack.services import run_dir
+
+P99_GOAL_MS = 100.0
+MESSAGE_BYTES = 300  # about the size of a 1:1 record on the msg topic
+
+
+def say(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def summarize(result: WorkerResult, seconds: float) -> dict[str, Any]:
+    receive = latency_summary(result.receive_latency_ms)
+    ack = latency_summary(result.ack_latency_ms)
+    lost = result.sent - result.received
+    return {
+        "sent": result.sent,
+        "acked": result.acked,
+        "received": result.received,
+        "delivered_msgs_s": round(result.received / seconds, 1),
+        "lost": lost,
+        "duplicates": result.duplicates,
+        "reordered": result.reordered,
+        "errors": result.errors,
+        "p50_ms": receive["p50_ms"],
+        "p95_ms": receive["p95_ms"],
+        "p99_ms": receive["p99_ms"],
+        "max_ms": receive["max_ms"],
+        "ack_p50_ms": ack["p50_ms"],
+        "ack_p95_ms": ack["p95_ms"],
+        "ack_p99_ms": ack["p99_ms"],
+        "ack_max_ms": ack["max_ms"],
+    }
+
+
+def one_to_one_at(
+    settings: Settings, rate: float, seconds: float, cpu: ComponentCpu
+) -> tuple[dict[str, Any], WorkerResult]:
+    spec = LoadSpec(
+        rate=rate,
+        duration_s=seconds,
+        pairs_per_process=50,
+        processes=2,
+        sender_connector=("127.0.0.1", settings.connector_port),
+        receiver_connector=("127.0.0.1", settings.connector_port + 1),
+    )
+    cpu.start()
+    result = run_load(spec)
+    summary = summarize(result, seconds)
+    summary["offered_msgs_s"] = rate
+    summary["cpu_percent"] = cpu.stop()
+    say(
+        f"1:1 at {rate:.0f}/s: delivered {summary['delivered_msgs_s']}/s, "
+        f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, lost {summary['lost']}, "
+        f"dup {summary['duplicates']}, reordered {summary['reordered']}"
+    )
+    return summary, result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="a smoke run under 3 minutes")
+    args = parser.parse_args()
+    quick = args.quick
+    settings = Settings()
+    cpu = ComponentCpu.from_run_dir(run_dir())
+    results: dict[str, Any] = {"quick": quick, "machine": machine(), "started": time.time()}
+    charts: dict[str, Any] = {"latencies": {}, "timelines": {}, "title": "MM-IM 1:1"}
+
+    say("raw aiokafka relay (produce, consume, produce, consume)")
+    relay = asyncio.run(
+        run_relay(settings.kafka_bootstrap, 5_000 if quick else 30_000, MESSAGE_BYTES)
+    )
+    results["raw_relay"] = {"msgs_s": round(relay.msgs_per_s, 1), "messages": relay.messages}
+    say(f"raw relay: {relay.msgs_per_s:.0f} msgs/s")
+
+    say("1:1 at a fixed 1,000 msgs/s")
+    at_1000, raw_1000 = one_to_one_at(settings, 1000, 5 if quick else 20, cpu)
+    results["at_1000"] = at_1000
+    charts["latencies"]["send-to-receive @1000/s"] = raw_1000.receive_latency_ms
+    charts["latencies"]["send-to-ack @1000/s"] = raw_1000.ack_latency_ms
+    charts["timelines"]["offered 1000/s"] = raw_1000.timeline
+
+    rates = [1000, 2000] if quick else [1000, 2000, 3000, 4000, 5000, 6000, 8000]
+    best: dict[str, Any] | None = None
+    ramp = []
+    for rate in rates:
+        summary, raw = one_to_one_at(settings, rate, 5 if quick else 10, cpu)
+        ramp.append(summary)
+        ok = (
+            summary["p99_ms"] is not None
+            and summary["p99_ms"] <= P99_GOAL_MS
+            and summary["lost"] == 0
+        )
+        if not ok:
+            break
+        best = summary
+        charts["timelines"][f"offered {rate}/s"] = raw.timeline
+        charts["latencies"][f"send-to-receive @{rate}/s"] = raw.receive_latency_ms
+    chosen = best or ramp[0]
+    results["one_to_one"] = {
+        "max_rate_msgs_s": best["delivered_msgs_s"] if best else 0,
+        "p50_ms": chosen["p50_ms"],
+        "p99_ms": chosen["p99_ms"],
+        "lost": sum(step["lost"] for step in [at_1000, *ramp]),
+        "duplicates": sum(step["duplicates"] for step in [at_1000, *ramp]),
+        "reordered": sum(step["reordered"] for step in [at_1000, *ramp]),
+        "ramp": ramp,
+    }
+
+    say("idle connections on one connector")
+    from bench.idle_rss import measure
+
+    idle = asyncio.run(measure(2_000 if quick else 20_000, 3.0))
+    results["idle"] = {
+        "connections": idle["connections"],
+        "bytes_per_conn": idle["bytes_per_conn"],
+    }
+    results["login_storm"] = {"logins_s": idle["logins_s"], "logins": idle["connections"]}
+
+    if results["raw_relay"]["msgs_s"]:
+        results["ratio_vs_raw"] = round(
+            results["one_to_one"]["max_rate_msgs_s"] / results["raw_relay"]["msgs_s"], 3
+        )
+    path = write_results(results, charts)
+    say(f"results written to {path} and bench/results/latest.json")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""A lean protocol session for load generation: login, send, read acks and pushes.
+
+The SDK (client/) retries, dedups and reconnects; a load generator needs none
+of that and must not be the bottleneck, so it speaks the wire protocol
+directly with the codec from schemas.protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from schemas.protocol import Frame, Op, encode, read_frame
+
+PushHandler = Callable[[dict[str, Any], int], None]
+AckHandler = Callable[[dict[str, Any], int], None]
+
+
+class WireSession:
+    """One logged-in connection; callbacks get each SEND_ACK / PUSH with its arrival time."""
+
+    def __init__(self, host: str, port: int, source_host: str | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.source_host = source_host
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+        self.request_id = 0
+        self.on_push: PushHandler | None = None
+        self.on_ack: AckHandler | None = None
+        self.errors: list[dict[str, Any]] = []
+        self._reader_task: asyncio.Task[None] | None = None
+        self._pending_push_acks: list[str] = []
+
+    def next_request_id(self) -> int:
+        self.request_id = (self.request_id + 1) & 0xFFFFFFFF or 1
+        return self.request_id
+
+    async def connect(self) -> None:
+        local = (self.source_host, 0) if self.source_host else None
+        self.reader, self.writer = await asyncio.open_connection(
+            self.host, self.port, local_addr=local, limit=1 << 20
+        )
+
+    async def login(self, token: str, device: str = "bench") -> dict[str, Any]:
+        """Log in and return the LOGIN_ACK body (raises on an ERROR frame)."""
+        assert self.reader is not None and self.writer is not None
+        self.writer.write(
+            encode(Op.LOGIN, {"token": token, "device": device}, self.next_request_id())
+        )
+        frame = await read_frame(self.reader)
+        if frame.op != Op.LOGIN_ACK:
+            raise RuntimeError(f"login refused: {frame.body}")
+        return frame.body
+
+    def start_reading(self) -> None:
+        self._reader_task = asyncio.create_task(self._read_loop())
+
+    async def _read_loop(self) -> None:
+        assert self.reader is not None
+        flusher = asyncio.create_task(self._flush_acks_periodically())
+        try:
+            while True:
+                frame: Frame = await read_frame(self.reader)
+                now_ns = time.time_ns()
+                if frame.op == Op.PUSH:
+                    if self.on_push:
+                        self.on_push(frame.body, now_ns)
+                    self._pending_push_acks.append(frame.body["msg_id"])
+                    if len(self._pending_push_acks) >= 64:
+                        self.flush_push_acks()
+                elif frame.op == Op.SEND_ACK:
+                    if self.on_ack:
+                        self.on_ack(frame.body, now_ns)
+                elif frame.op == Op.ERROR:
+                    self.errors.append(frame.body)
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            return
+        finally:
+            flusher.cancel()
+
+    async def _flush_acks_periodically(self) -> None:
+        # Acks are batched: one PUSH_ACK per 64 pushes or per 10 ms, whichever comes first.
+        while True:
+            await asyncio.sleep(0.01)
+            self.flush_push_acks()
+
+    def flush_push_acks(self) -> None:
+        if self._pending_push_acks and self.writer is not None:
+            self.writer.write(encode(Op.PUSH_ACK, {"msg_ids": self._pending_push_acks}))
+            self._pending_push_acks = []
+
+    def send(self, to: str, text: str, client_msg_id: str) -> None:
+        """Queue a SEND (no await: the open-loop scheduler must not wait on the socket)."""
+        assert self.writer is not None
+        self.writer.write(
+            encode(
+                Op.SEND,
+                {"client_msg_id": client_msg_id, "to": to, "text": text},
+                self.next_request_id(),
+            )
+        )
+
+    def send_group(self, group_id: str, text: str, client_msg_id: str) -> None:
+        assert self.writer is not None
+        self.writer.write(
+            encode(
+                Op.SEND,
+                {"client_msg_id": client_msg_id, "group_id": group_id, "text": text},
+                self.next_request_id(),
+            )
+        )
+
+    def heartbeat(self) -> None:
+        if self.writer is not None:
+            self.writer.write(encode(Op.HEARTBEAT, {}, self.next_request_id()))
+
+    async def close(self) -> None:
+        if self._reader_task:
+            self._reader_task.cancel()
+        if self.writer is not None:
+            self.writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await self.writer.wait_closed()
