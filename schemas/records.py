@@ -89,7 +89,7 @@ class PushRecord(msgspec.Struct, frozen=True, kw_only=True):
 class FanoutRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A sequenced group message waiting for its fan-out to the members.
 
-    The logic's internal fan-out topic (stream_logic/topics.py), key = ``conv_id``.
+    The logic's internal fan-out topic (schemas.topics.fanout_topic), key = ``conv_id``.
     """
 
     message: StoredMessage
