@@ -1,6 +1,7 @@
 """MM-IM client: the asyncio SDK (:mod:`client.sdk`) and the ``mmim`` CLI (:mod:`client.cli`)."""
 
 from client.backoff import Backoff
+from client.dispatcher_api import FriendList, Friendship, Group, Member
 from client.errors import (
     AuthFailed,
     ClientClosed,
@@ -9,7 +10,9 @@ from client.errors import (
     DispatcherError,
     DispatcherUnreachable,
     NoConnectorAvailable,
+    RequestRefused,
     ServerError,
+    ServiceUnavailable,
     UserExists,
 )
 from client.messages import Ack, Message, Session, SyncPage
@@ -25,9 +28,15 @@ __all__ = [
     "ConnectionLost",
     "DispatcherError",
     "DispatcherUnreachable",
+    "FriendList",
+    "Friendship",
+    "Group",
+    "Member",
     "Message",
     "NoConnectorAvailable",
+    "RequestRefused",
     "ServerError",
+    "ServiceUnavailable",
     "Session",
     "SyncPage",
     "UserExists",

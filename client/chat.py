@@ -1,8 +1,9 @@
 """``mmim chat``: a line-based terminal chat on top of the SDK.
 
-Lines ``@peer text`` send ``text`` to ``peer``; a line without ``@`` goes to
-the last peer. Incoming messages are printed as they arrive. ``/quit`` (or
-end of input) leaves.
+Lines ``@peer text`` send ``text`` to ``peer``, ``#group_id text`` to a group;
+a line without ``@`` or ``#`` goes to the last one of them. Incoming messages
+are printed as they arrive (group messages with their group, system messages
+such as friend requests as a sentence). ``/quit`` (or end of input) leaves.
 """
 
 from __future__ import annotations
@@ -20,21 +21,45 @@ from client.errors import ClientClosed, ClientError
 from client.messages import Message
 from client.sdk import Client
 
-HELP = "type '@peer text' to send, 'text' for the last peer, '/quit' to leave"
+HELP = (
+    "type '@peer text' to send, '#group text' to a group, "
+    "'text' for the last peer or group, '/quit' to leave"
+)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Who a typed line goes to: a user (``@peer``) or a group (``#group_id``)."""
+
+    peer: str | None = None
+    group_id: str | None = None
+
+    def __str__(self) -> str:
+        return f"group {self.group_id}" if self.group_id is not None else str(self.peer)
 
 
 @dataclass(frozen=True)
 class ChatLine:
     """A parsed input line: a message, a command, or a problem to show the user."""
 
-    peer: str | None = None
+    target: Target | None = None
     text: str = ""
     command: str | None = None
     problem: str | None = None
 
+    @property
+    def peer(self) -> str | None:
+        return self.target.peer if self.target is not None else None
 
-def parse_line(line: str, last_peer: str | None) -> ChatLine:
-    """Interpret one line typed by the user."""
+    @property
+    def group_id(self) -> str | None:
+        return self.target.group_id if self.target is not None else None
+
+
+def parse_line(line: str, last: Target | str | None) -> ChatLine:
+    """Interpret one line typed by the user; ``last`` is where the previous message went."""
+    if isinstance(last, str):
+        last = Target(peer=last)
     line = line.strip()
     if not line:
         return ChatLine(command="noop")
@@ -49,17 +74,40 @@ def parse_line(line: str, last_peer: str | None) -> ChatLine:
         peer, _, text = line[1:].partition(" ")
         if not peer or not text.strip():
             return ChatLine(problem="write '@peer text'")
-        return ChatLine(peer=peer, text=text.strip())
-    if last_peer is None:
-        return ChatLine(problem="who to? start with '@peer text'")
-    return ChatLine(peer=last_peer, text=line)
+        return ChatLine(target=Target(peer=peer), text=text.strip())
+    if line.startswith("#"):
+        group_id, _, text = line[1:].partition(" ")
+        if not group_id or not text.strip():
+            return ChatLine(problem="write '#group_id text'")
+        return ChatLine(target=Target(group_id=group_id), text=text.strip())
+    if last is None:
+        return ChatLine(problem="who to? start with '@peer text' or '#group_id text'")
+    return ChatLine(target=last, text=line)
+
+
+def describe_system(message: Message) -> str:
+    """A system message as a sentence: ``alice sent you a friend request``."""
+    data = message.data or {}
+    who = data.get("from")
+    if isinstance(who, str):
+        if message.data_type == "friend_request":
+            return f"{who} sent you a friend request"
+        if message.data_type == "friend_accepted":
+            return f"{who} accepted your friend request"
+    return message.text
 
 
 def format_message(message: Message) -> str:
-    """How an incoming message is shown: ``[12:03:04] bob: hi``."""
+    """How an incoming message is shown.
+
+    ``[12:03:04] bob: hi``, ``[12:03:04] [group g1] alice: hi``,
+    ``[12:03:04] [system] alice sent you a friend request``.
+    """
     stamp = time.strftime("%H:%M:%S", time.localtime(message.ts / 1000))
-    where = f" in {message.group_id}" if message.group_id else ""
-    return f"[{stamp}] {message.sender}{where}: {message.text}"
+    where = f" [group {message.group_id}]" if message.group_id else ""
+    if message.is_system:
+        return f"[{stamp}]{where} [system] {describe_system(message)}"
+    return f"[{stamp}]{where} {message.sender}: {message.text}"
 
 
 class LineReader:
@@ -128,7 +176,7 @@ async def run_chat(client: Client, out: TextIO | None = None) -> bool:
 
     reader = LineReader(asyncio.get_running_loop())
     incoming = asyncio.create_task(print_incoming())
-    last_peer: str | None = None
+    last: Target | None = None
     try:
         while not incoming.done():
             next_line = asyncio.ensure_future(reader.next_line())
@@ -139,23 +187,25 @@ async def run_chat(client: Client, out: TextIO | None = None) -> bool:
             raw = next_line.result()
             if raw is None:
                 break
-            parsed = parse_line(raw, last_peer)
+            parsed = parse_line(raw, last)
             if parsed.command == "quit":
                 break
             if parsed.command == "help":
                 show(HELP)
             elif parsed.problem:
                 show(f"! {parsed.problem}")
-            elif parsed.peer is not None:
-                last_peer = parsed.peer
+            elif parsed.target is not None:
+                last = parsed.target
                 try:
-                    ack = await client.send(parsed.peer, parsed.text, timeout=30.0)
+                    ack = await client.send(
+                        parsed.peer, parsed.text, group_id=parsed.group_id, timeout=30.0
+                    )
                 except ClientClosed:
                     break
                 except (ClientError, TimeoutError) as error:
                     show(f"! not sent: {error}")
                 else:
-                    show(f"  (sent to {parsed.peer}, seq {ack.seq})")
+                    show(f"  (sent to {parsed.target}, seq {ack.seq})")
     finally:
         incoming.cancel()
         with contextlib.suppress(asyncio.CancelledError):

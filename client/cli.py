@@ -1,9 +1,10 @@
-"""``mmim``: register users, send, listen and chat from a terminal (docs/cli.md).
+"""``mmim``: register users, send, listen and chat, manage groups and friends from a
+terminal (docs/cli.md).
 
 Exit codes: 0 success; 1 the request failed (login failed, user exists, a
-send was refused, ``listen --count`` not reached); 2 usage error or the
-dispatcher is unreachable; 3 the service is unavailable (no live connector,
-connector unreachable, connection lost for good).
+send or a groups/friends request was refused, ``listen --count`` not reached);
+2 usage error or the dispatcher is unreachable; 3 the service is unavailable
+(no live connector, connector unreachable, connection lost for good, 503).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TextIO
 
 import orjson
@@ -29,7 +30,9 @@ from client.errors import (
     DispatcherError,
     DispatcherUnreachable,
     NoConnectorAvailable,
+    RequestRefused,
     ServerError,
+    ServiceUnavailable,
     UserExists,
 )
 from client.sdk import Client
@@ -84,24 +87,124 @@ async def cmd_register(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-async def cmd_send(args: argparse.Namespace) -> int:
+def _texts(args: argparse.Namespace) -> list[str]:
+    """TEXT, or TEXT-1 .. TEXT-N with ``--repeat N`` (or ``--numbered``)."""
     if args.repeat < 1:
         raise UsageError("--repeat must be at least 1")
-    texts = (
-        [args.text]
-        if args.repeat == 1 and not args.numbered
-        else [f"{args.text}-{n}" for n in range(1, args.repeat + 1)]
-    )
+    if args.repeat == 1 and not args.numbered:
+        return [args.text]
+    return [f"{args.text}-{n}" for n in range(1, args.repeat + 1)]
+
+
+async def _send_all(
+    args: argparse.Namespace, texts: list[str], to: str | None, group_id: str | None
+) -> int:
     client = _client(args)
+    target = {"to": to} if to is not None else {"group_id": group_id}
     try:
         await client.connect()
         # One at a time: the next message leaves only after the previous one is
         # acked, so the conversation keeps the order of the command line.
         for text in texts:
-            ack = await client.send(args.to, text, timeout=args.timeout)
-            emit({**ack.to_json(), "to": args.to, "text": text})
+            ack = await client.send(to, text, group_id=group_id, timeout=args.timeout)
+            emit({**ack.to_json(), **target, "text": text})
     finally:
         await client.close()
+    return EXIT_OK
+
+
+async def cmd_send(args: argparse.Namespace) -> int:
+    return await _send_all(args, _texts(args), args.to, None)
+
+
+@contextlib.asynccontextmanager
+async def _account(args: argparse.Namespace) -> AsyncIterator[Client]:
+    """A client for dispatcher calls only (groups, friends): no connection is opened."""
+    client = _client(args)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+async def cmd_group_create(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        group = await client.create_group(args.name)
+    emit(group.to_json())
+    return EXIT_OK
+
+
+async def cmd_group_list(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        groups = await client.my_groups()
+    emit({"groups": [group.to_json() for group in groups]})
+    return EXIT_OK
+
+
+async def cmd_group_add(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        added = await client.add_members(args.group_id, args.members)
+    emit({"group_id": args.group_id, "user_ids": args.members, "added": added})
+    return EXIT_OK
+
+
+async def cmd_group_remove(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        await client.remove_member(args.group_id, args.member)
+    emit({"group_id": args.group_id, "user_id": args.member, "removed": True})
+    return EXIT_OK
+
+
+async def cmd_group_leave(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        await client.leave_group(args.group_id)
+    emit({"group_id": args.group_id, "left": True})
+    return EXIT_OK
+
+
+async def cmd_group_members(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        members = await client.group_members(args.group_id)
+    emit({"group_id": args.group_id, "members": [member.to_json() for member in members]})
+    return EXIT_OK
+
+
+async def cmd_group_send(args: argparse.Namespace) -> int:
+    return await _send_all(args, _texts(args), None, args.group_id)
+
+
+async def cmd_friend_request(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        friendship = await client.friend_request(args.peer)
+    emit(friendship.to_json())
+    return EXIT_OK
+
+
+async def cmd_friend_accept(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        friendship = await client.friend_accept(args.peer)
+    emit(friendship.to_json())
+    return EXIT_OK
+
+
+async def cmd_friend_reject(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        await client.friend_reject(args.peer)
+    emit({"user_id": args.peer, "rejected": True})
+    return EXIT_OK
+
+
+async def cmd_friend_remove(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        await client.friend_remove(args.peer)
+    emit({"user_id": args.peer, "removed": True})
+    return EXIT_OK
+
+
+async def cmd_friend_list(args: argparse.Namespace) -> int:
+    async with _account(args) as client:
+        listed = await client.friend_list()
+    emit(listed.to_json())
     return EXIT_OK
 
 
@@ -202,16 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     send = commands.add_parser("send", parents=[common], help="send messages, print the acks")
     send.add_argument("--user", required=True)
     send.add_argument("--to", required=True, help="recipient user id")
-    send.add_argument(
-        "--repeat", type=int, default=1, help="send N messages TEXT-1..TEXT-N, in order"
-    )
-    send.add_argument(
-        "--numbered", action="store_true", help="number the text (TEXT-1) even without --repeat"
-    )
-    send.add_argument(
-        "--timeout", type=float, default=30.0, help="seconds to wait for each SEND_ACK (30)"
-    )
-    send.add_argument("text")
+    _add_send_options(send)
     send.set_defaults(run=cmd_send)
 
     listen = commands.add_parser("listen", parents=[common], help="print received messages")
@@ -229,7 +323,71 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--conv", required=True, help="conversation id, e.g. p:alice:bob")
     history.add_argument("--after", type=int, default=0, help="only messages after this seq")
     history.set_defaults(run=cmd_history)
+
+    _add_group_commands(commands, common)
+    _add_friend_commands(commands, common)
     return parser
+
+
+def _add_send_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="send N messages TEXT-1..TEXT-N, in order"
+    )
+    parser.add_argument(
+        "--numbered", action="store_true", help="number the text (TEXT-1) even without --repeat"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for each SEND_ACK (30)"
+    )
+    parser.add_argument("text", metavar="TEXT")
+
+
+def _add_group_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``mmim group create|list|add|remove|leave|members|send``."""
+    group = commands.add_parser("group", parents=[common], help="create and use groups")
+    actions = group.add_subparsers(dest="group_command", required=True, metavar="ACTION")
+
+    def action(name: str, help_text: str, run: Callable[..., Any]) -> argparse.ArgumentParser:
+        parser = actions.add_parser(name, parents=[common], help=help_text)
+        parser.add_argument("--user", required=True)
+        parser.set_defaults(run=run)
+        return parser
+
+    create = action("create", "create a group (you become its admin)", cmd_group_create)
+    create.add_argument("name", help="the group's display name")
+    action("list", "the groups you belong to", cmd_group_list)
+    add = action("add", "add members (admins only)", cmd_group_add)
+    add.add_argument("group_id", metavar="GROUP_ID")
+    add.add_argument("members", nargs="+", metavar="MEMBER", help="user ids to add")
+    remove = action("remove", "remove a member (admins only)", cmd_group_remove)
+    remove.add_argument("group_id", metavar="GROUP_ID")
+    remove.add_argument("member", metavar="MEMBER")
+    leave = action("leave", "leave a group", cmd_group_leave)
+    leave.add_argument("group_id", metavar="GROUP_ID")
+    members = action("members", "list a group's members", cmd_group_members)
+    members.add_argument("group_id", metavar="GROUP_ID")
+    send = action("send", "send messages to a group, print the acks", cmd_group_send)
+    send.add_argument("group_id", metavar="GROUP_ID")
+    _add_send_options(send)
+
+
+def _add_friend_commands(commands: Any, common: argparse.ArgumentParser) -> None:
+    """``mmim friend request|accept|reject|remove|list``."""
+    friend = commands.add_parser("friend", parents=[common], help="friend requests and friends")
+    actions = friend.add_subparsers(dest="friend_command", required=True, metavar="ACTION")
+    for name, help_text, run in (
+        ("request", "ask a user to be your friend", cmd_friend_request),
+        ("accept", "accept a user's friend request", cmd_friend_accept),
+        ("reject", "reject a user's friend request", cmd_friend_reject),
+        ("remove", "end a friendship", cmd_friend_remove),
+    ):
+        parser = actions.add_parser(name, parents=[common], help=help_text)
+        parser.add_argument("--user", required=True)
+        parser.add_argument("peer", metavar="PEER", help="the other user's id")
+        parser.set_defaults(run=run)
+    listing = actions.add_parser("list", parents=[common], help="your friends and open requests")
+    listing.add_argument("--user", required=True)
+    listing.set_defaults(run=cmd_friend_list)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -264,6 +422,12 @@ async def _run(
     except NoConnectorAvailable as error:
         fail(f"service unavailable: {error.message}")
         return EXIT_UNAVAILABLE
+    except ServiceUnavailable as error:
+        fail(error.message)
+        return EXIT_UNAVAILABLE
+    except RequestRefused as error:
+        fail(f"server refused: {error}")
+        return EXIT_FAILED
     except ConnectionLost as error:
         fail(f"connection lost: {error.message}")
         return EXIT_UNAVAILABLE

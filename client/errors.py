@@ -62,6 +62,26 @@ class UserExists(DispatcherError):
     """``POST /v1/users`` for a user id that is taken."""
 
 
+class RequestRefused(DispatcherError):
+    """The dispatcher refused a groups or friends request (400, 403, 404, 409).
+
+    For example 403 NOT_A_MEMBER (not in the group), 403 FORBIDDEN (not an admin),
+    404 NOT_FOUND (no such group or user). ``message`` is the server's.
+    """
+
+    def __str__(self) -> str:
+        if self.code is None:
+            return f"HTTP {self.status}: {self.message}"
+        return f"{code_name(self.code)} ({self.code}): {self.message}"
+
+
+class ServiceUnavailable(DispatcherError):
+    """503 from a dispatcher call other than the connector lookup; worth retrying."""
+
+    def __init__(self, message: str, *, code: int | None = None) -> None:
+        super().__init__(message, status=503, code=code or int(ErrorCode.UNAVAILABLE))
+
+
 class AuthFailed(ClientError):
     """Bad password, or a token the connector refused (bad, expired, revoked)."""
 

@@ -27,9 +27,19 @@ def _optional_text(body: dict[str, Any], key: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def _optional_object(body: dict[str, Any], key: str) -> dict[str, Any] | None:
+    value = body.get(key)
+    return value if isinstance(value, dict) else None
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
-    """One delivered message (a PUSH body, or an entry of a SYNC_RESULT)."""
+    """One delivered message (a PUSH body, or an entry of a SYNC_RESULT).
+
+    ``kind`` is ``chat`` (1:1), ``group`` or ``system``; system messages come from
+    the sender ``system`` and usually carry ``data``, a JSON object such as
+    ``{"type": "friend_request", "from": "alice"}``.
+    """
 
     msg_id: str
     conv_id: str
@@ -41,6 +51,17 @@ class Message:
     text: str
     ts: int
     client_msg_id: str | None
+    data: dict[str, Any] | None = None
+
+    @property
+    def is_system(self) -> bool:
+        return self.kind == "system"
+
+    @property
+    def data_type(self) -> str | None:
+        """``data["type"]`` of a system message (``friend_request``, ...), if any."""
+        value = (self.data or {}).get("type")
+        return value if isinstance(value, str) else None
 
     @classmethod
     def from_body(cls, body: dict[str, Any]) -> Message:
@@ -56,6 +77,7 @@ class Message:
             text=_optional_text(body, "text") or "",
             ts=_int(body, "ts"),
             client_msg_id=_optional_text(body, "client_msg_id"),
+            data=_optional_object(body, "data"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -69,6 +91,7 @@ class Message:
             "group_id": self.group_id,
             "kind": self.kind,
             "text": self.text,
+            "data": self.data,
             "ts": self.ts,
             "client_msg_id": self.client_msg_id,
         }

@@ -4,8 +4,11 @@ Typical use::
 
     async with Client("alice", "secret") as client:
         ack = await client.send("bob", "hello")
-        async for message in client:
-            print(message.sender, message.text)
+        group = await client.create_group("climbing")   # HTTP, via the dispatcher
+        await client.add_members(group.group_id, ["bob"])
+        await client.send_to_group(group.group_id, "hi all")
+        async for message in client:          # chat, group and system messages
+            print(message.kind, message.sender, message.text, message.data)
 
 What it does for the application (docs/protocol.md, "Delivery semantics"):
 
@@ -28,15 +31,22 @@ import logging
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
 from client.backoff import Backoff
 from client.delivery import DeliveryTracker
-from client.dispatcher_api import DEFAULT_DISPATCHER_URL, DispatcherApi
+from client.dispatcher_api import (
+    DEFAULT_DISPATCHER_URL,
+    DispatcherApi,
+    FriendList,
+    Friendship,
+    Group,
+    Member,
+)
 from client.errors import (
     AUTH_CODES,
     RETRYABLE_SEND_CODES,
@@ -49,6 +59,7 @@ from client.errors import (
     code_name,
 )
 from client.messages import Ack, Message, Session, SyncPage
+from schemas.conversations import BROADCAST
 from schemas.errors import ErrorCode, ProtocolError
 from schemas.protocol import Frame, Op, encode, read_frame
 
@@ -65,6 +76,21 @@ GAP_SYNC_RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0)
 # After a reconnect, a second SYNC pass this much later (see _settle_resync).
 RESYNC_SETTLE_S = 2.0
 _END = object()  # queue sentinel: no more messages will come
+# Token problems a fresh token (from the password) fixes.
+STALE_TOKEN_CODES = frozenset(
+    {ErrorCode.BAD_TOKEN, ErrorCode.TOKEN_EXPIRED, ErrorCode.TOKEN_REVOKED}
+)
+
+T = TypeVar("T")
+
+
+def _syncable(conv_id: str) -> bool:
+    """Whether SYNC can fetch this conversation.
+
+    Broadcasts reach whoever is online at the time; they have no history to
+    sync, so a skipped broadcast seq is not a gap to fill.
+    """
+    return conv_id != BROADCAST
 
 
 def _now_ms() -> int:
@@ -193,6 +219,77 @@ class Client:
         self._token = issued.token
         return issued.token
 
+    async def _as_me(self, call: Callable[[str], Awaitable[T]]) -> T:
+        """Run a dispatcher call with this user's token; a stale token is replaced once."""
+        for attempt in range(2):
+            fresh_token = self._token is None
+            token = await self._ensure_token()
+            try:
+                return await call(token)
+            except AuthFailed as error:
+                stale = error.code in STALE_TOKEN_CODES
+                if attempt == 0 and stale and not fresh_token and self.password:
+                    self._token = None
+                    continue
+                raise
+        raise AssertionError("unreachable")
+
+    # ------------------------------------------------------------------ groups
+    # (HTTP calls to the dispatcher; no connection needed. Refusals raise
+    # RequestRefused with the server's code, e.g. 3000 NOT_A_MEMBER.)
+
+    async def create_group(self, name: str) -> Group:
+        """Create a group; this user becomes its owner and first admin."""
+        return await self._as_me(lambda token: self.dispatcher.create_group(token, name))
+
+    async def my_groups(self) -> list[Group]:
+        """The groups this user belongs to, with this user's role in each."""
+        return await self._as_me(self.dispatcher.my_groups)
+
+    async def group_members(self, group_id: str) -> list[Member]:
+        """The members of a group this user belongs to."""
+        return await self._as_me(lambda token: self.dispatcher.group_members(token, group_id))
+
+    async def add_members(self, group_id: str, user_ids: Sequence[str]) -> int:
+        """Add users to a group this user is an admin of; returns how many were new."""
+        if isinstance(user_ids, str):
+            raise TypeError("user_ids must be a sequence of user ids, not one string")
+        return await self._as_me(
+            lambda token: self.dispatcher.add_members(token, group_id, user_ids)
+        )
+
+    async def remove_member(self, group_id: str, user_id: str) -> None:
+        """Remove a member from a group this user is an admin of."""
+        await self._as_me(lambda token: self.dispatcher.remove_member(token, group_id, user_id))
+
+    async def leave_group(self, group_id: str) -> None:
+        """Leave a group (its owner cannot)."""
+        await self._as_me(lambda token: self.dispatcher.leave_group(token, group_id))
+
+    # ------------------------------------------------------------------ friends
+    # (Requests and acceptances reach the other user as system messages, with
+    # data {"type": "friend_request" | "friend_accepted", "from": <user>}.)
+
+    async def friend_request(self, peer: str) -> Friendship:
+        """Ask ``peer`` for friendship (``accepted`` at once if they had asked us)."""
+        return await self._as_me(lambda token: self.dispatcher.friend_request(token, peer))
+
+    async def friend_accept(self, peer: str) -> Friendship:
+        """Accept ``peer``'s friend request."""
+        return await self._as_me(lambda token: self.dispatcher.friend_accept(token, peer))
+
+    async def friend_reject(self, peer: str) -> None:
+        """Reject ``peer``'s friend request (they are not told)."""
+        await self._as_me(lambda token: self.dispatcher.friend_reject(token, peer))
+
+    async def friend_list(self) -> FriendList:
+        """Friends, requests waiting for our answer, and our open requests."""
+        return await self._as_me(self.dispatcher.friend_list)
+
+    async def friend_remove(self, peer: str) -> None:
+        """End the friendship with ``peer`` (for both)."""
+        await self._as_me(lambda token: self.dispatcher.friend_remove(token, peer))
+
     # ------------------------------------------------------------------ lifecycle
 
     @property
@@ -306,6 +403,17 @@ class Client:
             if pending.future.done() and not pending.future.cancelled():
                 pending.future.exception()  # mark retrieved: we raised something else
 
+    async def send_to_group(
+        self,
+        group_id: str,
+        text: str,
+        client_msg_id: str | None = None,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - see send()
+    ) -> Ack:
+        """``send`` to a group; a non-member gets ServerError 3000 NOT_A_MEMBER."""
+        return await self.send(None, text, client_msg_id, group_id=group_id, timeout=timeout)
+
     # ------------------------------------------------------------------ receiving
 
     async def receive(self) -> Message:
@@ -406,11 +514,7 @@ class Client:
             try:
                 return await self._login(token, exclude)
             except AuthFailed as error:
-                refreshable = error.code in {
-                    ErrorCode.BAD_TOKEN,
-                    ErrorCode.TOKEN_EXPIRED,
-                    ErrorCode.TOKEN_REVOKED,
-                }
+                refreshable = error.code in STALE_TOKEN_CODES
                 if attempt == 0 and refreshable and not fresh_token and self.password:
                     self._token = None
                     continue
@@ -524,7 +628,7 @@ class Client:
         parked = self._parked.get(message.conv_id)
         if parked is not None:
             parked.append(message)
-        elif self._tracker.gap_before(message.conv_id, message.seq):
+        elif _syncable(message.conv_id) and self._tracker.gap_before(message.conv_id, message.seq):
             # A message fell between connections (or an offline one is still on
             # its way): fetch the gap so the application sees the seqs in order.
             self._parked[message.conv_id] = [message]
@@ -694,11 +798,23 @@ class Client:
         """SYNC every known conversation from its last seen seq, then release parked pushes."""
         try:
             for conv_id, after_seq in self._tracker.resume_points().items():
-                await self._sync_conversation(conv_id, after_seq)
+                await self._sync_one(conv_id, after_seq)
         except (ClientError, TimeoutError) as error:
             log.warning("resync interrupted: %s", error)  # the next reconnect syncs again
         finally:
             self._release_held()
+
+    async def _sync_one(self, conv_id: str, after_seq: int) -> None:
+        """Resync one conversation; one we may no longer read does not stop the others."""
+        if not _syncable(conv_id):
+            return
+        try:
+            await self._sync_conversation(conv_id, after_seq)
+        except ServerError as error:
+            if error.code not in (ErrorCode.FORBIDDEN, ErrorCode.NOT_A_MEMBER):
+                raise
+            # E.g. a group we left or were removed from: nothing more to fetch there.
+            log.info("not syncing %s any more: %s", conv_id, error)
 
     async def _settle_resync(self, link: _Link) -> None:
         """Sync once more a moment after a reconnect.
@@ -713,7 +829,7 @@ class Client:
         with contextlib.suppress(ClientError, TimeoutError):
             for conv_id, after_seq in self._tracker.resume_points().items():
                 if conv_id not in self._parked:
-                    await self._sync_conversation(conv_id, after_seq)
+                    await self._sync_one(conv_id, after_seq)
 
     async def _sync_conversation(self, conv_id: str, after_seq: int) -> None:
         """Deliver every message of ``conv_id`` after ``after_seq`` not seen yet, in order."""

@@ -2,7 +2,9 @@
 
 It speaks wire protocol v1 over real TCP on loopback, with just enough
 behaviour (sequencing per conversation, dedup by client_msg_id, offline list
-until PUSH_ACK, SYNC) to exercise the client. It is not a stand-in for Kafka,
+until PUSH_ACK, SYNC, group sends to members, system messages for friend
+requests) to exercise the client; the dispatcher double answers the users,
+tokens, connector, groups and friends calls. It is not a stand-in for Kafka,
 Redis or MySQL: the real pipeline is tested in tests/integration.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import AsyncIterator, Callable
@@ -19,11 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
+from client.sdk import Client
 from schemas import conversations
 from schemas.errors import ErrorCode
 from schemas.protocol import Frame, Op, encode, encode_error, read_frame
 
 GOOD_TOKENS = {"token-alice": "alice", "token-bob": "bob", "token-carol": "carol"}
+PASSWORDS = {"alice": "pw-alice", "bob": "pw-bob", "carol": "pw-carol"}
 
 
 @dataclass
@@ -48,6 +53,10 @@ class FakeBackend:
     drop_send_acks: int = 0  # swallow this many SEND_ACKs (as if lost)
     lose_pushes_to: set[str] = field(default_factory=set)  # neither pushed nor offline
     sync_page_size: int = 100
+    groups: dict[str, dict[str, str]] = field(default_factory=dict)  # group → user → role
+    group_info: dict[str, dict[str, str]] = field(default_factory=dict)  # group → name, owner
+    friend_requests: set[tuple[str, str]] = field(default_factory=set)  # (asker, asked)
+    friendships: set[frozenset[str]] = field(default_factory=set)
 
     def frames(self, user: str, op: Op) -> list[Frame]:
         return [frame for who, frame in self.received if who == user and frame.op == op]
@@ -69,6 +78,63 @@ class FakeBackend:
         }
         self.history[conv_id].append(message)
         return message
+
+    def _append(self, conv_id: str, **fields: Any) -> dict[str, Any]:
+        seq = len(self.history[conv_id]) + 1
+        message = {
+            "msg_id": conversations.message_id(conv_id, seq),
+            "conv_id": conv_id,
+            "seq": seq,
+            "to": None,
+            "group_id": None,
+            "data": None,
+            "ts": int(time.time() * 1000),
+            **fields,
+        }
+        self.history[conv_id].append(message)
+        return message
+
+    def store_group(
+        self, sender: str, group_id: str, text: str, client_msg_id: str
+    ) -> dict[str, Any]:
+        """Sequence a group message and push it to every member but the sender."""
+        message = self._append(
+            conversations.group(group_id),
+            **{"from": sender, "group_id": group_id, "kind": "group", "text": text},
+            client_msg_id=client_msg_id,
+        )
+        for member in self.groups[group_id]:
+            if member != sender:
+                self.route(member, message)
+        return message
+
+    def system_message(self, user: str, text: str, data: dict[str, Any]) -> dict[str, Any]:
+        """A system message in ``s:<user>`` (as the push service makes them), routed."""
+        message = self._append(
+            conversations.system(user),
+            **{"from": "system", "to": user, "kind": "system", "text": text, "data": data},
+            client_msg_id=f"p-{len(self.history[conversations.system(user)]) + 1}",
+        )
+        self.route(user, message)
+        return message
+
+    def broadcast(self, text: str) -> dict[str, Any]:
+        """A broadcast: pushed to whoever is connected now, kept for nobody."""
+        message = self._append(
+            conversations.BROADCAST,
+            **{"from": "system", "kind": "system", "text": text, "data": {"type": "notice"}},
+            client_msg_id=f"b-{len(self.history[conversations.BROADCAST]) + 1}",
+        )
+        for session in list(self.sessions.values()):
+            session.writer.write(encode(Op.PUSH, message))
+        return message
+
+    def may_sync(self, user: str, conv_id: str) -> bool:
+        if conv_id.startswith("g:"):
+            return user in self.groups.get(conv_id[2:], {})
+        return user in (conversations.members_of_direct(conv_id) or ()) or (
+            conv_id == conversations.system(user)
+        )
 
     def route(self, user: str, message: dict[str, Any]) -> None:
         """Push to the user's session, or keep in the offline list."""
@@ -182,6 +248,9 @@ class FakeConnector:
         self, user: str, writer: asyncio.StreamWriter, rid: int, body: dict[str, Any]
     ) -> None:
         backend = self.backend
+        if body.get("group_id") is not None:
+            self._send_group(user, writer, rid, body)
+            return
         to, cmid = body["to"], body["client_msg_id"]
         if to not in GOOD_TOKENS.values():
             writer.write(encode_error(ErrorCode.UNKNOWN_RECIPIENT, f"no user {to}", rid))
@@ -197,11 +266,26 @@ class FakeConnector:
             return
         writer.write(encode(Op.SEND_ACK, ack, rid))
 
+    def _send_group(
+        self, user: str, writer: asyncio.StreamWriter, rid: int, body: dict[str, Any]
+    ) -> None:
+        backend, group_id, cmid = self.backend, body["group_id"], body["client_msg_id"]
+        if user not in backend.groups.get(group_id, {}):
+            message = f"not a member of group {group_id}"
+            writer.write(encode_error(ErrorCode.NOT_A_MEMBER, message, rid))
+            return
+        ack = backend.acks_by_client_id.get((user, cmid))
+        if ack is None:
+            message = backend.store_group(user, group_id, body["text"], cmid)
+            ack = {k: message[k] for k in ("client_msg_id", "msg_id", "conv_id", "seq", "ts")}
+            backend.acks_by_client_id[(user, cmid)] = ack
+        writer.write(encode(Op.SEND_ACK, ack, rid))
+
     def _sync(
         self, user: str, writer: asyncio.StreamWriter, rid: int, body: dict[str, Any]
     ) -> None:
         conv_id = body["conv_id"]
-        if user not in (conversations.members_of_direct(conv_id) or ()):
+        if not self.backend.may_sync(user, conv_id):
             writer.write(encode_error(ErrorCode.FORBIDDEN, "not your conversation", rid))
             return
         limit = min(body.get("limit") or self.backend.sync_page_size, self.backend.sync_page_size)
@@ -216,11 +300,120 @@ class FakeDispatcher:
 
     def __init__(self, connectors: list[FakeConnector]) -> None:
         self.connectors = connectors
+        self.backend = connectors[0].backend
         self.lookups: list[dict[str, str]] = []
-        self.passwords = {"alice": "pw-alice", "bob": "pw-bob", "carol": "pw-carol"}
+        self.passwords = dict(PASSWORDS)
         self.unavailable = False  # answer 503 to every connector lookup
+        self.calls: list[tuple[str, str, str | None]] = []  # (method, path, caller)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path.startswith(("/v1/groups", "/v1/friends")):
+            bearer = request.headers.get("authorization", "").removeprefix("Bearer ")
+            caller = GOOD_TOKENS.get(bearer)
+            self.calls.append((request.method, path, caller))
+            if caller is None:
+                return _error(401, ErrorCode.BAD_TOKEN, "bad token")
+            body = httpx.Response(200, content=request.content).json() if request.content else {}
+            if path.startswith("/v1/groups"):
+                return self._groups(request.method, path, caller, body)
+            return self._friends(request.method, path, caller, body)
+        return self._accounts(request)
+
+    def _groups(self, method: str, path: str, caller: str, body: dict[str, Any]) -> httpx.Response:
+        groups, info = self.backend.groups, self.backend.group_info
+        if (method, path) == ("POST", "/v1/groups"):
+            group_id = f"g{len(groups) + 1}"
+            groups[group_id] = {caller: "admin"}
+            info[group_id] = {"name": body["name"], "owner": caller}
+            return httpx.Response(201, json={"group_id": group_id, **info[group_id]})
+        if (method, path) == ("GET", "/v1/groups"):
+            mine = [
+                {"group_id": g, **info[g], "role": members[caller]}
+                for g, members in groups.items()
+                if caller in members
+            ]
+            return httpx.Response(200, json={"groups": mine})
+        match = re.fullmatch(r"/v1/groups/([^/]+)/(members|leave)(?:/([^/]+))?", path)
+        if match is None:
+            return _error(404, ErrorCode.NOT_FOUND, "not found")
+        group_id, what, target = match.groups()
+        if group_id not in groups:
+            return _error(404, ErrorCode.NOT_FOUND, f"no such group: {group_id}")
+        members = groups[group_id]
+        if caller not in members:
+            message = f"you are not a member of group {group_id!r}"
+            return _error(403, ErrorCode.NOT_A_MEMBER, message)
+        if method == "GET":
+            listed = [{"user_id": u, "role": r} for u, r in members.items()]
+            return httpx.Response(200, json={"group_id": group_id, "members": listed})
+        if what == "leave" or target == caller:
+            if info[group_id]["owner"] == caller:
+                return _error(403, ErrorCode.FORBIDDEN, "the owner cannot leave the group")
+            del members[caller]
+            return httpx.Response(204)
+        if members[caller] != "admin":
+            message = f"only admins of group {group_id!r} manage its members"
+            return _error(403, ErrorCode.FORBIDDEN, message)
+        if method == "DELETE":
+            members.pop(target, None)
+            return httpx.Response(204)
+        unknown = [u for u in body["user_ids"] if u not in self.passwords]
+        if unknown:
+            return _error(404, ErrorCode.NOT_FOUND, f"no such users: {', '.join(unknown)}")
+        new = [u for u in dict.fromkeys(body["user_ids"]) if u not in members]
+        members.update(dict.fromkeys(new, "member"))
+        return httpx.Response(200, json={"added": len(new)})
+
+    def _friends(self, method: str, path: str, caller: str, body: dict[str, Any]) -> httpx.Response:
+        backend = self.backend
+        if (method, path) == ("GET", "/v1/friends"):
+            friends = sorted(u for pair in backend.friendships if caller in pair for u in pair)
+            return httpx.Response(
+                200,
+                json={
+                    "friends": [u for u in friends if u != caller],
+                    "incoming": sorted(a for a, b in backend.friend_requests if b == caller),
+                    "outgoing": sorted(b for a, b in backend.friend_requests if a == caller),
+                },
+            )
+        if (method, path) == ("POST", "/v1/friends/requests"):
+            peer = body["user_id"]
+            if peer not in self.passwords:
+                return _error(404, ErrorCode.NOT_FOUND, f"no such user: {peer}")
+            if (peer, caller) in backend.friend_requests:
+                return self._accept(caller, peer)
+            backend.friend_requests.add((caller, peer))
+            data = {"type": "friend_request", "from": caller}
+            backend.system_message(peer, f"{caller} wants to be your friend", data)
+            return httpx.Response(202, json={"user_id": peer, "status": "pending"})
+        match = re.fullmatch(r"/v1/friends/requests/([^/]+)/(accept|reject)", path)
+        if match is not None:
+            peer, answer = match.groups()
+            if (peer, caller) not in backend.friend_requests:
+                return _error(404, ErrorCode.NOT_FOUND, f"no friend request from {peer}")
+            if answer == "accept":
+                return self._accept(caller, peer)
+            backend.friend_requests.discard((peer, caller))
+            return httpx.Response(204)
+        match = re.fullmatch(r"/v1/friends/([^/]+)", path)
+        if method == "DELETE" and match is not None:
+            pair = frozenset((caller, match.group(1)))
+            if pair not in backend.friendships:
+                return _error(404, ErrorCode.NOT_FOUND, "not friends")
+            backend.friendships.discard(pair)
+            return httpx.Response(204)
+        return _error(404, ErrorCode.NOT_FOUND, "not found")
+
+    def _accept(self, caller: str, peer: str) -> httpx.Response:
+        backend = self.backend
+        backend.friend_requests.discard((peer, caller))
+        backend.friendships.add(frozenset((caller, peer)))
+        data = {"type": "friend_accepted", "from": caller}
+        backend.system_message(peer, f"{caller} accepted your friend request", data)
+        return httpx.Response(200, json={"user_id": peer, "status": "accepted"})
+
+    def _accounts(self, request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/tokens":
             data = httpx.Response(200, content=request.content).json()
             if self.passwords.get(data["user_id"]) != data["password"]:
@@ -254,6 +447,10 @@ class FakeDispatcher:
         return httpx.Response(404, json={"code": 2006, "message": "not found"})
 
 
+def _error(status: int, code: ErrorCode, message: str) -> httpx.Response:
+    return httpx.Response(status, json={"code": int(code), "message": message})
+
+
 @pytest.fixture
 async def backend() -> FakeBackend:
     return FakeBackend()
@@ -283,3 +480,22 @@ def http_for(dispatcher: FakeDispatcher) -> Callable[[], httpx.AsyncClient]:
         return httpx.AsyncClient(transport=httpx.MockTransport(dispatcher))
 
     return make
+
+
+@pytest.fixture
+async def make_client(http_for: Callable[[], httpx.AsyncClient]) -> AsyncIterator[Any]:
+    """``make_client(user, **options)``: SDK clients on the doubles, closed at the end."""
+    made: list[tuple[Client, httpx.AsyncClient]] = []
+
+    def make(user: str, **options: Any) -> Client:
+        http = http_for()
+        options.setdefault("password", PASSWORDS.get(user))
+        client = Client(user, dispatcher_url="http://dispatcher.test", http=http, **options)
+        made.append((client, http))
+        return client
+
+    yield make
+    for client, http in made:
+        with contextlib.suppress(Exception):
+            await client.close()
+        await http.aclose()

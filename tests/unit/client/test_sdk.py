@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import Callable
 
-import httpx
 import pytest
 
 from client.errors import AuthFailed, ClientClosed, ConnectionLost, ServerError, UserExists
@@ -17,26 +14,6 @@ from client.sdk import Client
 from schemas import conversations
 from schemas.errors import ErrorCode
 from schemas.protocol import Op
-
-PASSWORDS = {"alice": "pw-alice", "bob": "pw-bob", "carol": "pw-carol"}
-
-
-@pytest.fixture
-async def make_client(http_for: Callable[[], httpx.AsyncClient]) -> AsyncIterator[Any]:
-    made: list[tuple[Client, httpx.AsyncClient]] = []
-
-    def make(user: str, **options: Any) -> Client:
-        http = http_for()
-        options.setdefault("password", PASSWORDS.get(user))
-        client = Client(user, dispatcher_url="http://dispatcher.test", http=http, **options)
-        made.append((client, http))
-        return client
-
-    yield make
-    for client, http in made:
-        with contextlib.suppress(Exception):
-            await client.close()
-        await http.aclose()
 
 
 async def until(check: Callable[[], bool], within_s: float = 5.0) -> None:

@@ -73,3 +73,17 @@ def test_the_doc_states_the_default_limits() -> None:
     assert f"{defaults.login_timeout_s:g} s" in text
     assert f"{defaults.send_rate_per_s:g} frames/s" in text
     assert f"burst {defaults.send_burst}" in text
+
+
+def test_the_push_table_lists_every_field_the_connector_sends() -> None:
+    from connector.frames import message_body
+    from schemas.records import StoredMessage
+
+    stored = StoredMessage(
+        msg_id="m", conv_id="s:bob", seq=1, sender="system", text="t", ts=1, client_msg_id="c"
+    )
+    section = DOC.read_text().split("### PUSH (7)")[1].split("### SYNC (9)")[0]
+    for key in message_body(stored):
+        assert re.search(rf"\|\s*`{key}`\s*\|", section), key
+    for conv_id in ("p:<a>:<b>", "g:<group_id>", "s:<user>", "broadcast"):
+        assert f"| `{conv_id}` |" in section, conv_id
