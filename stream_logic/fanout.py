@@ -156,6 +156,11 @@ class GroupFanout:
 
         for start in range(0, len(plan.offline), OFFLINE_SLICE):
             await self.offline.add_many(plan.offline[start : start + OFFLINE_SLICE])
+            late = await routing.late_logins(
+                self.register, plan.offline[start : start + OFFLINE_SLICE]
+            )
+            for connector_id, late_records in late.items():
+                plan.pushes[connector_id].extend(late_records)
         pushes = [
             (push_topic(self.settings, connector_id), routing.push_key(record), encode(record))
             for connector_id, connector_records in plan.pushes.items()

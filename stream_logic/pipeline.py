@@ -258,6 +258,10 @@ class MessagePipeline:
             self.outputs.publish(durable),
             self.offline.add_many(plan.offline),
         )
+        for connector_id, records in (
+            await routing.late_logins(self.register, plan.offline)
+        ).items():
+            plan.pushes[connector_id].extend(records)
         # Then the push queues: a recipient never sees a message that is not durable.
         pushes = [
             (push_topic(self.settings, connector_id), routing.push_key(record), encode(record))

@@ -155,3 +155,24 @@ async def lookup(
     connectors.update(reply_connectors)
     alive = await register.alive_connectors(connectors) if connectors else set()
     return routes, alive
+
+
+async def late_logins(
+    register: RegisterStore, offline: Sequence[tuple[str, StoredMessage]]
+) -> dict[str, list[PushRecord]]:
+    """Deliver records for recipients routed offline who have logged in since the lookup.
+
+    Call it after the offline lists are written. A login binds its route before it
+    reads the offline list, so either that read saw our write, or this second look
+    sees the route: a message never waits on the list for the next login.
+    """
+    if not offline:
+        return {}
+    routes, alive = await lookup(register, {user for user, _ in offline}, ())
+    pushes: dict[str, list[PushRecord]] = defaultdict(list)
+    for user, message in offline:
+        for connector_id in _live(routes.get(user, ()), alive):
+            pushes[connector_id].append(
+                PushRecord(kind="deliver", recipients=[user], message=message)
+            )
+    return pushes
