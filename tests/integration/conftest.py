@@ -101,6 +101,13 @@ class Pipeline:
             f"{self.dispatcher_url}/healthz",
         )
 
+    def start_push(self) -> str:
+        """Start the push service; return its base URL."""
+        port = free_port()
+        url = f"http://127.0.0.1:{port}"
+        self._start("push", "push", {"IM_PUSH_PORT": str(port)}, f"{url}/healthz")
+        return url
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
