@@ -257,3 +257,41 @@ async def test_a_user_cannot_sync_someone_elses_conversation(
         with pytest.raises(ServerError) as refused:
             await mallory.sync(conversations.direct(alice_id, bob_id), after_seq=0)
     assert refused.value.code == ErrorCode.FORBIDDEN
+
+
+async def test_group_of_three_across_two_connectors_with_one_member_offline(
+    pipeline: Pipeline, unique: Callable[[str], str]
+) -> None:
+    alice_id, bob_id, carol_id = unique("alice"), unique("bob"), unique("carol")
+    carol_account = Client(carol_id, PASSWORD, dispatcher_url=pipeline.dispatcher_url)
+    await carol_account.register()
+    await carol_account.close(logout=False)
+    async with user(pipeline, alice_id, 0) as alice, user(pipeline, bob_id, 1) as bob:
+        group = await alice.create_group("three")
+        await alice.add_members(group.group_id, [bob_id, carol_id])
+        from_alice, from_bob = Received(), Received()
+
+        async def alternate() -> None:
+            # Both members write; the group's seq orders them all.
+            for index in range(10):
+                sender = alice if index % 2 == 0 else bob
+                await sender.send_to_group(
+                    group.group_id, f"g{index}", client_msg_id=f"{sender.user}-g{index}", timeout=60
+                )
+
+        await asyncio.gather(alternate(), collect(bob, 5, from_alice), collect(alice, 5, from_bob))
+    at_login = Received()
+    async with user(pipeline, carol_id, 1, register=False) as carol:
+        await collect(carol, 10, at_login)
+    for label, received, count in (
+        ("bob got alice's", from_alice, 5),
+        ("alice got bob's", from_bob, 5),
+        ("carol at login", at_login, 10),
+    ):
+        received.report(f"group: {label}", count)
+        assert received.duplicates == 0 and received.out_of_order == 0
+        assert {m.group_id for m in received.messages} == {group.group_id}
+    assert at_login.texts() == [f"g{i}" for i in range(10)]
+    assert [m.seq for m in at_login.messages] == list(range(1, 11))
+    assert from_alice.texts() == [f"g{i}" for i in range(0, 10, 2)]
+    assert from_bob.texts() == [f"g{i}" for i in range(1, 10, 2)]
