@@ -6,15 +6,13 @@ read; a unit test fails when it no longer matches the app.
 
 from __future__ import annotations
 
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
 from config.settings import Settings
 from push.app import create_app
+from schemas.http import OPENAPI_DIR, export_spec
 
-SPEC_PATH = Path(__file__).resolve().parents[1] / "docs" / "openapi" / "push.json"
+SPEC_PATH = OPENAPI_DIR / "push.json"
 
 
 def current_spec() -> dict[str, Any]:
@@ -23,17 +21,8 @@ def current_spec() -> dict[str, Any]:
     return create_app(Settings()).openapi()
 
 
-def render(spec: dict[str, Any]) -> str:
-    return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Write the spec to the given path (default docs/openapi/push.json)."""
-    args = sys.argv[1:] if argv is None else argv
-    path = Path(args[0]) if args else SPEC_PATH
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render(current_spec()))
-    print(f"wrote {path}")
+def main() -> None:
+    export_spec(current_spec, SPEC_PATH)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ Every error leaves as ``{"code": int, "message": str}`` with the status of
 
 from __future__ import annotations
 
+import json
 import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -108,3 +112,21 @@ def _drop_fastapi_422(app: FastAPI) -> None:
         return spec
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+# --- committed OpenAPI specs (docs/openapi/*.json), exported by each service's openapi module
+
+OPENAPI_DIR = Path(__file__).resolve().parents[1] / "docs" / "openapi"
+
+
+def render_spec(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, indent=2, ensure_ascii=False) + "\n"
+
+
+def export_spec(current_spec: Callable[[], dict[str, Any]], default_path: Path) -> None:
+    """Write ``current_spec()`` to the path given on the command line, or ``default_path``."""
+    args = sys.argv[1:]
+    path = Path(args[0]) if args else default_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_spec(current_spec()))
+    print(f"wrote {path}")
