@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from config.settings import Settings, load_settings
+from stack.cassandra import LocalCassandra
 from stack.infra import InfraPorts, LocalInfra
 from stack.processes import (
     ManagedProcess,
@@ -103,9 +104,29 @@ def local_up(settings: Settings) -> None:
         infra.start()
         print(f"infrastructure up in {time.monotonic() - started:.1f}s")
     env = {f"IM_{key.upper()}": str(value) for key, value in infra.settings_values().items()}
+    if settings.archive_backend == "cassandra":
+        env |= cassandra_up(settings)
     for service in local_services(settings):
         start_service(service, env)
     state_file().write_text(json.dumps({"mode": "local"}))
+
+
+def cassandra_up(settings: Settings) -> dict[str, str]:
+    """Start the optional Cassandra archive node (IM_ARCHIVE_BACKEND=cassandra); its IM_* env."""
+    node = LocalCassandra(run_dir(), settings.cassandra_port)
+    if read_pid("cassandra"):
+        print("cassandra already running")
+    elif tcp_open("127.0.0.1", settings.cassandra_port):
+        raise StartError(
+            f"cassandra port {settings.cassandra_port} is in use by something this stack did"
+            " not start (stop it, or point IM_CASSANDRA_PORT elsewhere)"
+        )
+    else:
+        started = time.monotonic()
+        print("starting cassandra (the message archive) ...", flush=True)
+        node.start()
+        print(f"cassandra up in {time.monotonic() - started:.1f}s")
+    return {f"IM_{key.upper()}": str(value) for key, value in node.settings_values().items()}
 
 
 def start_service(service: AppService, base_env: dict[str, str]) -> None:
@@ -125,7 +146,8 @@ def start_service(service: AppService, base_env: dict[str, str]) -> None:
 
 
 def local_down(settings: Settings) -> None:
-    names = [service.name for service in reversed(local_services(settings))] + list(reversed(INFRA))
+    names = [service.name for service in reversed(local_services(settings))]
+    names += ["cassandra", *reversed(INFRA)]  # cassandra: only if up started it
     for name in names:
         if stop_pid(name):
             print(f"stopped {name}")
@@ -146,6 +168,9 @@ def local_status(settings: Settings) -> int:
             lambda: tcp_open("127.0.0.1", infra.ports.kafka),
         ),
     }
+    if settings.archive_backend == "cassandra":
+        node = LocalCassandra(run_dir(), settings.cassandra_port)
+        checks["cassandra"] = (f"cql://127.0.0.1:{node.native_port}", node.ready)
     for name, (address, check) in checks.items():
         pid = read_pid(name)
         rows.append((name, address, str(pid or "-"), bool(pid) and check()))
@@ -186,7 +211,8 @@ def up(local: bool) -> int:
     settings = load_settings()
     run_dir().mkdir(parents=True, exist_ok=True)
     if not local and docker_available():
-        code = compose("up", "-d", "--build", "--wait")
+        profiles = ["--profile", "cassandra"] if settings.archive_backend == "cassandra" else []
+        code = compose(*profiles, "up", "-d", "--build", "--wait")
         if code == 0:
             state_file().write_text(json.dumps({"mode": "docker"}))
         return code
@@ -217,7 +243,7 @@ Stop everything with: make down"""
 
 def down() -> int:
     if mode_in_use() == "docker":
-        code = compose("down")
+        code = compose("--profile", "cassandra", "down")  # with the archive node, if it runs
         state_file().unlink(missing_ok=True)
         return code
     local_down(load_settings())

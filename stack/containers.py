@@ -1,6 +1,7 @@
 """The test stack from testcontainers, where a Docker engine answers.
 
-The same images as docker/compose.yaml: apache/kafka (KRaft), redis, mysql.
+The same images as docker/compose.yaml: apache/kafka (KRaft), redis, mysql, and
+cassandra (the optional archive backend, started only for the tests that ask for it).
 """
 
 from __future__ import annotations
@@ -40,3 +41,16 @@ def container_stack() -> Iterator[dict[str, Any]]:
         }
         migrate(Settings(**values))
         yield values
+
+
+CASSANDRA_IMAGE = "cassandra:5.0"
+
+
+@contextlib.contextmanager
+def cassandra_container() -> Iterator[dict[str, Any]]:
+    """Start a Cassandra container (the optional archive); yield the Settings values for it."""
+    from testcontainers.community.cassandra import CassandraContainer
+
+    with CassandraContainer(CASSANDRA_IMAGE) as cassandra:
+        host, port = cassandra.get_contact_points()[0]
+        yield {"archive_backend": "cassandra", "cassandra_hosts": host, "cassandra_port": port}

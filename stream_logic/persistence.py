@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import msgspec
 
 from schemas.records import StoredMessage, decode_stored_message
-from store.messages import MessageArchive
+from store.archive import Archive
 from store.recent import RecentIndex
 from stream_logic.pipeline import Incoming
 from stream_logic.retrying import until_done
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class Persister:
     """Writes batches of the persist topic; returns only when both stores have them."""
 
-    def __init__(self, archive: MessageArchive, recent: RecentIndex) -> None:
+    def __init__(self, archive: Archive, recent: RecentIndex) -> None:
         self.archive = archive
         self.recent = recent
 

@@ -9,8 +9,8 @@ from typing import Any
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from store.archive import Archive, close_archive, open_archive
 from store.groups import GroupStore
-from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
 from store.offline import OfflineStore
 from store.recent import RecentIndex
@@ -35,7 +35,7 @@ class Runtime:
         self.recent = RecentIndex(self.redis, settings)
         self.outputs = OutputProducer(settings, client_id=f"{settings.logic_app_id}-outputs")
         self.mysql_pool: Any = None
-        self.archive: MessageArchive | None = None
+        self.archive: Archive | None = None
         self.groups: GroupStore | None = None
         self.ready = asyncio.Event()
 
@@ -49,8 +49,9 @@ class Runtime:
                     await self.outputs.start()
                 if self.mysql_pool is None:
                     self.mysql_pool = await create_pool(self.settings, maxsize=MYSQL_POOL_SIZE)
-                    self.archive = MessageArchive(self.mysql_pool)
                     self.groups = GroupStore(self.mysql_pool, self.redis)
+                if self.archive is None:  # MySQL or Cassandra, by IM_ARCHIVE_BACKEND
+                    self.archive = await open_archive(self.settings, self.mysql_pool, migrate=True)
                 break
             except asyncio.CancelledError:
                 raise
@@ -64,6 +65,8 @@ class Runtime:
     async def stop(self) -> None:
         self.ready.clear()
         await self.outputs.stop()
+        await close_archive(self.archive)
+        self.archive = None
         if self.mysql_pool is not None:
             await close_pool(self.mysql_pool)
             self.mysql_pool = None

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from config.settings import Settings
-from stack.processes import ManagedProcess, free_port, http_ok, python_module
+from stack.processes import ManagedProcess, free_port, http_ok, python_module, settings_env
 from stack.testing import TestStack, open_test_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,28 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
 @pytest.fixture(scope="session")
 def settings(stack: TestStack) -> Settings:
     return stack.settings
+
+
+@pytest.fixture(scope="session")
+def cassandra(stack: TestStack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestStack]:
+    """The stack plus a real Cassandra, with IM_ARCHIVE_BACKEND=cassandra.
+
+    Lazy: only the Cassandra tests request it, so the rest of the suite never
+    starts the node. Container, local process or (external) an answering node,
+    as for ``stack``; the keyspace is unique to this session.
+    """
+    from stack.cassandra import open_test_cassandra
+
+    base = stack.settings
+    with open_test_cassandra(
+        stack.mode, tmp_path_factory.mktemp("cassandra"), base.cassandra_hosts, base.cassandra_port
+    ) as values:
+        values = {**values, "cassandra_keyspace": f"mmim_test_{secrets.token_hex(4)}"}
+        yield TestStack(
+            mode=stack.mode,
+            settings=base.model_copy(update=values),
+            env={**stack.env, **settings_env(values)},
+        )
 
 
 @pytest.fixture
