@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,40 @@ class StartError(RuntimeError):
     """A process did not come up; the message carries the tail of its log."""
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+_handed_out: set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("0.0.0.0", port))
+        except OSError:
+            return False
+    return True
+
+
+def free_port() -> int:
+    """A free TCP port for a service to listen on.
+
+    Picked below the kernel's ephemeral range, so that no outgoing connection
+    (Kafka clients open many) takes it before the service binds it, and never
+    the same port twice from one process.
+    """
+    high = _ephemeral_low() - 1
+    for _ in range(1000):
+        port = random.randint(15000, high)
+        if port not in _handed_out and _bindable(port):
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no free port found below the ephemeral range")
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
