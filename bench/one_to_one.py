@@ -9,13 +9,13 @@ bottleneck.
 from __future__ import annotations
 
 import asyncio
-import multiprocessing
 import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.wire import WireSession
+from bench.workers import run_processes
 
 
 @dataclass(frozen=True)
@@ -128,37 +128,22 @@ async def _worker(index: int, spec: LoadSpec, run_id: str) -> WorkerResult:
     return result
 
 
-def _run_worker(index: int, spec: LoadSpec, run_id: str, queue: Any) -> None:
-    try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    queue.put((index, asyncio.run(_worker(index, spec, run_id))))
-
-
 def run_load(spec: LoadSpec) -> WorkerResult:
     """Run the load in ``spec.processes`` processes and merge their results."""
-    context = multiprocessing.get_context("spawn")
-    queue = context.Queue()
     run_id = secrets.token_hex(3)
-    processes = [
-        context.Process(target=_run_worker, args=(index, spec, run_id, queue))
-        for index in range(spec.processes)
-    ]
-    for process in processes:
-        process.start()
+    parts = run_processes(
+        _worker,
+        spec.processes,
+        (spec, run_id),
+        timeout_s=spec.duration_s + spec.drain_s + 120,
+        label=f"1:1 at {spec.rate:.0f}/s",
+    )
     merged = WorkerResult()
-    timeout = spec.duration_s + spec.drain_s + 120
-    for _ in processes:
-        _, part = queue.get(timeout=timeout)
+    for part in parts:
         for name in ("sent", "acked", "received", "duplicates", "reordered", "errors"):
             setattr(merged, name, getattr(merged, name) + getattr(part, name))
         merged.ack_latency_ms.extend(part.ack_latency_ms)
         merged.receive_latency_ms.extend(part.receive_latency_ms)
         for second, count in part.timeline.items():
             merged.timeline[second] = merged.timeline.get(second, 0) + count
-    for process in processes:
-        process.join(10)
     return merged

@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from bench.workers import run_processes
+
+CONSUMERS_READY_S = 5.0
+
 
 @dataclass(frozen=True)
 class RelayResult:
@@ -45,35 +49,31 @@ def consumer(bootstrap: str, topic: str) -> AIOKafkaConsumer:
     )
 
 
-async def run_relay(
-    bootstrap: str, messages: int, message_bytes: int, partitions: int = 8
-) -> RelayResult:
-    """Relay ``messages`` records of ``message_bytes`` through two topics; time it end to end."""
-    suffix = secrets.token_hex(4)
-    first, second = f"bench.relay.a.{suffix}", f"bench.relay.b.{suffix}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, 1) for name in (first, second)])
-    finally:
-        await admin.close()
-
-    payload = b"x" * message_bytes
-    source, relay_out = producer(bootstrap), producer(bootstrap)
-    relay_in, sink = consumer(bootstrap, first), consumer(bootstrap, second)
-    for client in (source, relay_out, relay_in, sink):
-        await client.start()
-    try:
-        started = time.perf_counter()
-
-        async def produce() -> None:
+async def _stage(
+    index: int, bootstrap: str, first: str, second: str, messages: int, message_bytes: int
+) -> dict[str, float]:
+    """One stage in its own process: 0 produces, 1 relays (first → second), 2 drains."""
+    started = time.time()
+    if index == 0:
+        source = producer(bootstrap)
+        await source.start()
+        try:
+            payload = b"x" * message_bytes
+            # Let the relay and the sink join their groups first: the clock starts here.
+            await asyncio.sleep(CONSUMERS_READY_S)
+            started = time.time()
             pending = [
                 await source.send(first, payload, key=str(i % 1000).encode())
                 for i in range(messages)
             ]
             await asyncio.gather(*pending)
-
-        async def relay() -> None:
+        finally:
+            await source.stop()
+    elif index == 1:
+        relay_in, relay_out = consumer(bootstrap, first), producer(bootstrap)
+        await relay_in.start()
+        await relay_out.start()
+        try:
             moved = 0
             while moved < messages:
                 batches = await relay_in.getmany(timeout_ms=1000)
@@ -82,21 +82,56 @@ async def run_relay(
                     for records in batches.values()
                     for record in records
                 ]
+                # As the pipeline does: outputs acknowledged, then the input committed.
                 await asyncio.gather(*futures)
                 if futures:
                     await relay_in.commit()
                 moved += len(futures)
-
-        async def drain() -> None:
+        finally:
+            await relay_in.stop()
+            await relay_out.stop()
+    else:
+        sink = consumer(bootstrap, second)
+        await sink.start()
+        try:
             seen = 0
             while seen < messages:
                 batches = await sink.getmany(timeout_ms=1000)
                 seen += sum(len(records) for records in batches.values())
                 if batches:
                     await sink.commit()
+        finally:
+            await sink.stop()
+    return {"start": started, "end": time.time()}
 
-        await asyncio.wait_for(asyncio.gather(produce(), relay(), drain()), timeout=300)
-        return RelayResult(messages, message_bytes, time.perf_counter() - started)
+
+async def create_topics(bootstrap: str, partitions: int) -> tuple[str, str]:
+    suffix = secrets.token_hex(4)
+    first, second = f"bench.relay.a.{suffix}", f"bench.relay.b.{suffix}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, 1) for name in (first, second)])
     finally:
-        for client in (source, relay_out, relay_in, sink):
-            await client.stop()
+        await admin.close()
+    return first, second
+
+
+def run_relay(
+    bootstrap: str, messages: int, message_bytes: int, partitions: int = 8
+) -> RelayResult:
+    """Relay ``messages`` records through two topics, one process per stage; time it end to end.
+
+    Producer, relay and sink are separate processes like the pipeline's stages
+    (connector, logic, connector), so the ratio to the pipeline is fair.
+    """
+    first, second = asyncio.run(create_topics(bootstrap, partitions))
+    stages = run_processes(
+        _stage,
+        3,
+        (bootstrap, first, second, messages, message_bytes),
+        timeout_s=300,
+        label=f"raw relay of {messages}",
+    )
+    producer_start, sink_end = stages[0]["start"], stages[2]["end"]
+    return RelayResult(messages, message_bytes, sink_end - producer_start)

@@ -22,12 +22,53 @@ def percentile(values: list[float], fraction: float) -> float | None:
 
 
 def latency_summary(values: list[float]) -> dict[str, float | None]:
+    """p50, p95, p99 and max of ``values`` (ms), None when empty."""
     return {
         "p50_ms": percentile(values, 0.50),
         "p95_ms": percentile(values, 0.95),
         "p99_ms": percentile(values, 0.99),
         "max_ms": round(max(values), 2) if values else None,
     }
+
+
+# Every key the issue asks latest.json to hold (dotted paths).
+REQUIRED_KEYS = (
+    "one_to_one.max_rate_msgs_s",
+    "one_to_one.p50_ms",
+    "one_to_one.p99_ms",
+    "one_to_one.lost",
+    "one_to_one.duplicates",
+    "one_to_one.reordered",
+    "at_1000.p50_ms",
+    "at_1000.p99_ms",
+    "idle.connections",
+    "idle.bytes_per_conn",
+    "login_storm.logins_s",
+    "group.deliveries_s",
+    "group.p99_ms",
+    "raw_relay.msgs_s",
+    "ratio_vs_raw",
+    "quick",
+    "machine",
+)
+
+
+def missing_keys(results: dict[str, Any]) -> list[str]:
+    """The required dotted keys that ``results`` lacks."""
+    missing = []
+    for dotted in REQUIRED_KEYS:
+        node: Any = results
+        for part in dotted.split("."):
+            if not isinstance(node, dict) or part not in node:
+                missing.append(dotted)
+                break
+            node = node[part]
+    return missing
+
+
+def ratio(pipeline_msgs_s: float, raw_msgs_s: float) -> float:
+    """Pipeline rate over the raw relay's (0 when the relay measured nothing)."""
+    return round(pipeline_msgs_s / raw_msgs_s, 3) if raw_msgs_s else 0.0
 
 
 def machine() -> dict[str, Any]:

@@ -11,6 +11,7 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from auth.tokens import TokenService
 from config.settings import Settings
+from connector.acks import CoalescingInbox
 from connector.http import make_app, serve
 from connector.kafka import Publisher, PushQueue, ensure_push_topic
 from connector.keepalive import IdleSweeper, Keepalive
@@ -80,7 +81,7 @@ class ConnectorService:
             pending=self.pending,
             register=self.register,
             tokens=TokenService(settings, self.register),
-            offline=self.offline,
+            offline=CoalescingInbox(self.offline),
             history=history,
             publisher=self.publisher,
             groups=GroupStore(self.mysql_pool, self.redis),

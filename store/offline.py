@@ -58,6 +58,17 @@ return excess
 """
 
 
+# KEYS: zset, body hash. ARGV: msg_ids. Both keys in one step, like MULTI/EXEC did,
+# but callable many times in one non-transactional pipeline (one round trip).
+_REMOVE = """
+local removed = redis.call('ZREM', KEYS[1], unpack(ARGV))
+redis.call('HDEL', KEYS[2], unpack(ARGV))
+return removed
+"""
+# unpack() is bounded by Lua's stack: larger acks are split.
+REMOVE_CHUNK = 1000
+
+
 def offline_key(user: str) -> str:
     return OFFLINE_PREFIX + user
 
@@ -83,6 +94,7 @@ class OfflineStore:
         self.cap = settings.offline_max_per_user
         self.ttl_s = settings.offline_ttl_s
         self._add_and_trim = redis.register_script(_ADD_AND_TRIM)
+        self._remove = redis.register_script(_REMOVE)
 
     async def add_many(self, items: Sequence[tuple[str, StoredMessage]]) -> None:
         """List each message for its user (idempotent per msg_id), cap and TTL applied."""
@@ -147,14 +159,30 @@ class OfflineStore:
 
     async def remove(self, user: str, msg_ids: Sequence[str]) -> int:
         """Drop acknowledged messages; returns how many were listed."""
-        ids = list(dict.fromkeys(msg_ids))
-        if not ids:
-            return 0
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.zrem(offline_key(user), *ids)
-            pipe.hdel(body_key(user), *ids)
-            removed, _ = await pipe.execute()
-        return int(removed)
+        return (await self.remove_many([(user, msg_ids)]))[0]
+
+    async def remove_many(self, items: Sequence[tuple[str, Sequence[str]]]) -> list[int]:
+        """Drop acknowledged messages of several users in one round trip.
+
+        Returns, per item, how many of its ids were listed.
+        """
+        chunks: list[tuple[int, list[str], list[str]]] = []
+        for index, (user, msg_ids) in enumerate(items):
+            ids = list(dict.fromkeys(msg_ids))
+            for start in range(0, len(ids), REMOVE_CHUNK):
+                chunks.append(
+                    (index, [offline_key(user), body_key(user)], ids[start : start + REMOVE_CHUNK])
+                )
+        counts = [0] * len(items)
+        if not chunks:
+            return counts
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for _, keys, ids in chunks:
+                await self._remove(keys=keys, args=ids, client=pipe)
+            results = await pipe.execute()
+        for (index, _, _), removed in zip(chunks, results, strict=True):
+            counts[index] += int(removed)
+        return counts
 
     async def count(self, user: str) -> int:
         """How many messages wait for ``user``."""

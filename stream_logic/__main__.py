@@ -16,6 +16,15 @@ def main() -> None:
     from config.settings import load_settings
 
     settings = load_settings()  # a bad IM_* value stops us here with a clear message
+    import mode.loop
+
+    # uvloop before the app (and its loop) exists: under load the worker's time
+    # goes to socket writes and loop scheduling, which uvloop does in C.
+    mode.loop.use("uvloop")
+    # Faust reads Kafka in a second thread and hands records over through the
+    # loop: with the default 5 ms GIL switch interval every hand-over can wait
+    # that long for the busy main thread, a floor on each hop's latency.
+    sys.setswitchinterval(0.001)
     from stream_logic.app import app
 
     if len(sys.argv) <= 1:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,6 +37,9 @@ from stream_logic.runtime import Runtime
 from stream_logic.topics import ensure_topics
 
 log = logging.getLogger(__name__)
+
+# How often the agents log their batch statistics (only while records flow).
+STATS_EVERY_S = 10.0
 
 settings = load_settings()
 
@@ -131,6 +135,49 @@ class RuntimeService(mode.Service):
         await runtime.stop()
 
 
+class BatchStats:
+    """Batch sizes and busy time of an agent, logged every STATS_EVERY_S while busy.
+
+    Says whether the agent is short of input (small batches, low busy share) or
+    of time (large batches, busy near 100%).
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._reset(time.monotonic())
+
+    def _reset(self, now: float) -> None:
+        self.since = now
+        self.batches = 0
+        self.records = 0
+        self.busy_s = 0.0
+        self.largest = 0
+        self._started = now
+
+    def begin(self, size: int) -> None:
+        self._started = time.monotonic()
+        self.batches += 1
+        self.records += size
+        self.largest = max(self.largest, size)
+
+    def end(self) -> None:
+        now = time.monotonic()
+        self.busy_s += now - self._started
+        window = now - self.since
+        if window >= STATS_EVERY_S:
+            log.info(
+                "%s agent: %d records in %d batches (mean %.1f, max %d), busy %.0f%% of %.1fs",
+                self.name,
+                self.records,
+                self.batches,
+                self.records / self.batches,
+                self.largest,
+                100 * self.busy_s / window,
+                window,
+            )
+            self._reset(now)
+
+
 def _incoming(event: Any) -> Incoming:
     message = event.message
     return Incoming(message.partition, message.offset, message.key, message.value)
@@ -148,14 +195,17 @@ async def sequence(stream: faust.StreamT) -> None:
         runtime.outputs,
         groups=runtime.groups,
     )
+    stats = BatchStats("msg")
     # noack_take: Faust's take() would ack the batch even if our code raised.
     async for events in cast(faust.Stream, stream).noack_take(
         settings.logic_batch_size, within=settings.logic_batch_window_s
     ):
+        stats.begin(len(events))
         report = await pipeline.handle([_incoming(event) for event in events])
         # Acked only now: a crash before this line replays the batch.
         for event in events:
             await stream.ack(event)
+        stats.end()
         log.debug("msg batch: %s", report)
         if report.replays or report.rejected or report.undecodable:
             log.info(
@@ -192,12 +242,15 @@ async def persist(stream: faust.StreamT) -> None:
     await runtime.ready.wait()
     assert runtime.archive is not None
     persister = Persister(runtime.archive, runtime.recent)
+    stats = BatchStats("persist")
     async for events in cast(faust.Stream, stream).noack_take(
         settings.logic_batch_size, within=settings.logic_batch_window_s
     ):
+        stats.begin(len(events))
         await persister.handle([_incoming(event) for event in events])
         for event in events:
             await stream.ack(event)
+        stats.end()
 
 
 @app.page("/healthz")
