@@ -14,6 +14,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
+from config.settings import Settings
 from stack.processes import ManagedProcess, free_port, http_ok, python_module
 from stack.testing import TestStack
 
@@ -25,6 +26,34 @@ def isolated_redis_url(redis_url: str) -> str:
     """The same Redis server, another database (1..15): a register store of our own."""
     parts = urlsplit(redis_url)
     return urlunsplit(parts._replace(path=f"/{secrets.randbelow(15) + 1}"))
+
+
+def own_deployment(
+    settings: Settings, tag: str, partitions: int
+) -> tuple[dict[str, str], Settings]:
+    """Env vars, and the matching Settings, of a logic deployment with its own app id and topics.
+
+    Services started with the env and test code using the settings see the same
+    topics, and no other test's.
+    """
+    env = {
+        "IM_LOGIC_APP_ID": tag,
+        "IM_MSG_TOPIC": f"{tag}.msg",
+        "IM_PERSIST_TOPIC": f"{tag}.persist",
+        "IM_PUSH_TOPIC_PREFIX": f"{tag}.push.",
+        "IM_MSG_PARTITIONS": str(partitions),
+        "IM_LOG_LEVEL": "INFO",
+    }
+    ours = settings.model_copy(
+        update={
+            "logic_app_id": tag,
+            "msg_topic": env["IM_MSG_TOPIC"],
+            "persist_topic": env["IM_PERSIST_TOPIC"],
+            "push_topic_prefix": env["IM_PUSH_TOPIC_PREFIX"],
+            "msg_partitions": partitions,
+        }
+    )
+    return env, ours
 
 
 @dataclass

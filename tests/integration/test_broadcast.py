@@ -29,6 +29,7 @@ from schemas.records import encode as encode_record
 from store.groups import GroupStore
 from store.mysql import close_pool, create_pool
 from store.offline import OfflineStore, body_key, offline_key
+from tests.integration.conftest import own_deployment
 
 QUIET_S = 1.0  # how long we listen to be sure nothing more arrives
 
@@ -123,22 +124,7 @@ async def cluster(
     unique: Callable[[str], str],
 ) -> AsyncIterator[Cluster]:
     tag = unique("bcast")
-    env = {
-        "IM_LOGIC_APP_ID": tag,
-        "IM_MSG_TOPIC": f"{tag}.msg",
-        "IM_PERSIST_TOPIC": f"{tag}.persist",
-        "IM_PUSH_TOPIC_PREFIX": f"{tag}.push.",
-        "IM_MSG_PARTITIONS": "2",
-    }
-    ours = settings.model_copy(
-        update={
-            "logic_app_id": tag,
-            "msg_topic": env["IM_MSG_TOPIC"],
-            "persist_topic": env["IM_PERSIST_TOPIC"],
-            "push_topic_prefix": env["IM_PUSH_TOPIC_PREFIX"],
-            "msg_partitions": 2,
-        }
-    )
+    env, ours = own_deployment(settings, tag, partitions=2)
     web_port = port()
     launch(
         "stream_logic",

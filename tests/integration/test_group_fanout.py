@@ -35,6 +35,7 @@ from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
 from store.offline import OfflineStore, body_key, offline_key
 from store.register import ConnectorInfo, RegisterStore
+from tests.integration.conftest import own_deployment
 
 TEST_PARTITIONS = 4
 WAIT_S = 60.0
@@ -140,23 +141,7 @@ async def deployment(
     unique: Callable[[str], str],
 ) -> AsyncIterator[Deployment]:
     tag = unique("groups")
-    env = {
-        "IM_LOGIC_APP_ID": tag,
-        "IM_MSG_TOPIC": f"{tag}.msg",
-        "IM_PERSIST_TOPIC": f"{tag}.persist",
-        "IM_PUSH_TOPIC_PREFIX": f"{tag}.push.",
-        "IM_MSG_PARTITIONS": str(TEST_PARTITIONS),
-        "IM_LOG_LEVEL": "INFO",
-    }
-    ours = settings.model_copy(
-        update={
-            "logic_app_id": tag,
-            "msg_topic": env["IM_MSG_TOPIC"],
-            "persist_topic": env["IM_PERSIST_TOPIC"],
-            "push_topic_prefix": env["IM_PUSH_TOPIC_PREFIX"],
-            "msg_partitions": TEST_PARTITIONS,
-        }
-    )
+    env, ours = own_deployment(settings, tag, partitions=TEST_PARTITIONS)
     connectors = {"a": unique("conn-a"), "b": unique("conn-b")}
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
     await admin.start()

@@ -33,6 +33,7 @@ from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
 from store.offline import OfflineStore
 from store.register import ConnectorInfo, RegisterStore
+from tests.integration.conftest import own_deployment
 
 TEST_PARTITIONS = 4
 
@@ -177,23 +178,7 @@ async def logic(
     unique: Callable[[str], str],
 ) -> AsyncIterator[Logic]:
     tag = unique("logic")
-    values = {
-        "IM_LOGIC_APP_ID": tag,
-        "IM_MSG_TOPIC": f"{tag}.msg",
-        "IM_PERSIST_TOPIC": f"{tag}.persist",
-        "IM_PUSH_TOPIC_PREFIX": f"{tag}.push.",
-        "IM_MSG_PARTITIONS": str(TEST_PARTITIONS),
-        "IM_LOG_LEVEL": "INFO",
-    }
-    logic_settings = settings.model_copy(
-        update={
-            "logic_app_id": tag,
-            "msg_topic": values["IM_MSG_TOPIC"],
-            "persist_topic": values["IM_PERSIST_TOPIC"],
-            "push_topic_prefix": values["IM_PUSH_TOPIC_PREFIX"],
-            "msg_partitions": TEST_PARTITIONS,
-        }
-    )
+    values, logic_settings = own_deployment(settings, tag, partitions=TEST_PARTITIONS)
     connector_id = unique("test")
     await create_topic(settings, push_topic(logic_settings, connector_id), 1)
     redis = Redis.from_url(settings.redis_url)
