@@ -26,7 +26,12 @@ class LoadSpec:
     processes: int
     sender_connector: tuple[str, int]
     receiver_connector: tuple[str, int]
+    # After the run, the window in which messages still count as delivered in time.
     drain_s: float = 10.0
+    # Then up to this much longer for what is still queued: counted as backlog (it
+    # was delivered, late), not as lost. Lost means never delivered at all. Waiting
+    # for it also keeps one step's backlog out of the next step's latencies.
+    settle_s: float = 60.0
 
 
 @dataclass
@@ -37,6 +42,8 @@ class WorkerResult:
     duplicates: int = 0
     reordered: int = 0
     errors: int = 0
+    # Received after the drain window (still queued when it ended).
+    late: int = 0
     ack_latency_ms: list[float] = field(default_factory=list)
     receive_latency_ms: list[float] = field(default_factory=list)
     # (second since start, deliveries in that second)
@@ -122,6 +129,13 @@ async def _worker(index: int, spec: LoadSpec, run_id: str) -> WorkerResult:
         result.received < result.sent or result.acked < result.sent
     ):
         await asyncio.sleep(0.05)
+    in_window = result.received
+    deadline = time.monotonic() + spec.settle_s
+    while time.monotonic() < deadline and (  # noqa: ASYNC110
+        result.received < result.sent or result.acked < result.sent
+    ):
+        await asyncio.sleep(0.05)
+    result.late = result.received - in_window
     result.errors = sum(len(s.errors) for s in senders + receivers)
     for session in senders + receivers:
         await session.close()
@@ -135,12 +149,12 @@ def run_load(spec: LoadSpec) -> WorkerResult:
         _worker,
         spec.processes,
         (spec, run_id),
-        timeout_s=spec.duration_s + spec.drain_s + 120,
+        timeout_s=spec.duration_s + spec.drain_s + spec.settle_s + 120,
         label=f"1:1 at {spec.rate:.0f}/s",
     )
     merged = WorkerResult()
     for part in parts:
-        for name in ("sent", "acked", "received", "duplicates", "reordered", "errors"):
+        for name in ("sent", "acked", "received", "duplicates", "reordered", "errors", "late"):
             setattr(merged, name, getattr(merged, name) + getattr(part, name))
         merged.ack_latency_ms.extend(part.ack_latency_ms)
         merged.receive_latency_ms.extend(part.receive_latency_ms)

@@ -1,7 +1,8 @@
 """The Faust app of the logic cluster: ``faust -A stream_logic.app worker -l info``.
 
-Three agents, each reading its topic in batches (``noack_take``) and acking a
-batch only when its effects are durable:
+Three agents, each reading its topic in batches (stream_logic/batching.py, or
+Faust's ``noack_take`` for the persister) and acking a batch only when its
+effects are durable:
 
 - ``sequence`` on the msg topic: per-conversation seq and msg_id (state in the
   ``conversations`` table), group membership checks, routing of 1:1, system and
@@ -30,6 +31,7 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from config.settings import load_settings
 from schemas.topics import fanout_topic
+from stream_logic.batching import batches
 from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
 from stream_logic.pipeline import Incoming, MessagePipeline
@@ -40,6 +42,9 @@ log = logging.getLogger(__name__)
 
 # How often the agents log their batch statistics (only while records flow).
 STATS_EVERY_S = 10.0
+
+# How long changelog records wait to share produce requests (Faust's producer).
+CHANGELOG_LINGER_S = 0.05
 
 settings = load_settings()
 
@@ -80,6 +85,10 @@ app = LogicApp(
     topic_partitions=settings.msg_partitions,
     topic_replication_factor=settings.topic_replication,
     producer_acks=-1,
+    # The changelog is off the delivery path (Faust flushes it before committing
+    # offsets), so its records may wait to share requests: without a linger every
+    # batch's state writes cost ~3 produce requests (measured: 0.45 per message).
+    producer_linger=CHANGELOG_LINGER_S,
     # A worker killed with -9 is noticed after this long and its partitions move
     # on (Kafka's default of 45-60 s would hold those conversations that long).
     broker_session_timeout=10.0,
@@ -196,9 +205,9 @@ async def sequence(stream: faust.StreamT) -> None:
         groups=runtime.groups,
     )
     stats = BatchStats("msg")
-    # noack_take: Faust's take() would ack the batch even if our code raised.
-    async for events in cast(faust.Stream, stream).noack_take(
-        settings.logic_batch_size, within=settings.logic_batch_window_s
+    # Never Faust's take(): it would ack the batch even if our code raised.
+    async for events in batches(
+        cast(faust.Stream, stream), settings.logic_batch_size, settings.logic_batch_window_s
     ):
         stats.begin(len(events))
         report = await pipeline.handle([_incoming(event) for event in events])
@@ -227,10 +236,10 @@ async def fan_out(stream: faust.StreamT) -> None:
     fanout = GroupFanout(
         settings, runtime.groups, runtime.register, runtime.offline, runtime.outputs
     )
-    async for events in cast(faust.Stream, stream).noack_take(
-        settings.logic_batch_size, within=settings.logic_batch_window_s
+    async for events in batches(
+        cast(faust.Stream, stream), settings.logic_batch_size, settings.logic_batch_window_s
     ):
-        report = await fanout.handle([event.message.value for event in events])
+        report = await fanout.handle([cast(bytes, event.message.value) for event in events])
         for event in events:
             await stream.ack(event)
         log.debug("fan-out batch: %s", report)
@@ -243,6 +252,7 @@ async def persist(stream: faust.StreamT) -> None:
     assert runtime.archive is not None
     persister = Persister(runtime.archive, runtime.recent)
     stats = BatchStats("persist")
+    # Off the delivery path: Faust's fixed window makes bigger MySQL batches.
     async for events in cast(faust.Stream, stream).noack_take(
         settings.logic_batch_size, within=settings.logic_batch_window_s
     ):

@@ -5,25 +5,32 @@ Order of effects per batch, which is what makes a crash at any point safe:
 0. look up group membership for the batch's group messages (one Redis call each);
 1. sequence every message against the conversation states (in memory only);
 2. look up the recipients' routes and the connectors' liveness (pipelined);
-3. publish the sequenced messages to the persist topic (and group messages to
-   the fan-out topic, see stream_logic/fanout.py) and write the offline lists —
-   the message is durable from here on;
-4. publish the push records (deliveries, broadcasts, send results) to the
-   connectors' topics;
+3. in one round: publish the sequenced messages to the persist topic (group
+   messages also to the fan-out topic, see stream_logic/fanout.py) together
+   with the push records (deliveries, broadcasts, send results) for the
+   connectors' topics, and write the offline lists; wait until Kafka
+   acknowledged every record (acks=all) and Redis answered;
+4. push records for recipients routed offline who logged in meanwhile;
 5. write the new conversation states to the Faust table (its changelog);
 6. return, and only then are the input records acked (offsets committed later,
    after Faust flushed the changelog).
 
-A crash before 5 replays the batch from the old state and reproduces the same
-msg_ids, seqs and timestamps (re-sent records are identical, every consumer is
-idempotent on msg_id); a crash after 5 skips the applied records by offset.
+Why the push records need not wait for the persist topic: the input record is
+already durable on the msg topic (acks=all), stays unacked until step 6, and
+sequencing is a pure function of the state and the record. Until step 5 the
+table holds the old state, so a crash anywhere before it replays the batch and
+reproduces the same msg_ids, seqs and timestamps: whatever was pushed is
+re-published identically (every consumer is idempotent on msg_id, clients drop
+the copies) and whatever was not published yet is published then. Only the
+state write must wait for every output; a crash after 5 skips the applied
+records by offset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import MutableMapping, Sequence
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -35,6 +42,7 @@ from schemas.errors import ErrorCode
 from schemas.records import (
     ClientMessage,
     FanoutRecord,
+    PushRecord,
     SendResult,
     decode_client_message,
     encode,
@@ -174,6 +182,16 @@ class MessagePipeline:
         expected = partition_for(key, self.settings.msg_partitions)
         return record.key != key or record.partition != expected
 
+    def _push_records(
+        self, pushes: Mapping[str, Sequence[PushRecord]]
+    ) -> list[tuple[str, str, bytes]]:
+        """(topic, key, value) of push records, per connector in batch order."""
+        return [
+            (push_topic(self.settings, connector_id), routing.push_key(record), encode(record))
+            for connector_id, records in pushes.items()
+            for record in records
+        ]
+
     async def _run(self, decoded: Sequence[tuple[Incoming, ClientMessage]]) -> BatchReport:
         report = BatchReport()
         working: dict[str, sequencing.ConversationState] = {}
@@ -249,33 +267,27 @@ class MessagePipeline:
             live = [info.connector_id for info in await self.register.live_connectors()]
         plan = routing.plan(deliveries, replies, routes, alive, live)
 
-        # Durable first: the archive's input, the fan-out's input and the offline lists.
+        # One round: the archive's and the fan-out's input, the push records and the
+        # offline lists together (see the module docstring for why this is safe).
         persist, fanout = persist_topic(self.settings), fanout_topic(self.settings)
         sequenced = [d.message for d in deliveries] + [f.message for f in to_fanout]
-        durable = [(persist, m.conv_id, encode(m)) for m in sequenced]
-        durable += [(fanout, f.message.conv_id, encode(f)) for f in to_fanout]
+        outputs = [(persist, m.conv_id, encode(m)) for m in sequenced]
+        outputs += [(fanout, f.message.conv_id, encode(f)) for f in to_fanout]
+        outputs += self._push_records(plan.pushes)
         await asyncio.gather(
-            self.outputs.publish(durable),
+            self.outputs.publish(outputs),
             self.offline.add_many(plan.offline),
         )
-        for connector_id, records in (
-            await routing.late_logins(self.register, plan.offline)
-        ).items():
-            plan.pushes[connector_id].extend(records)
-        # Then the push queues: a recipient never sees a message that is not durable.
-        pushes = [
-            (push_topic(self.settings, connector_id), routing.push_key(record), encode(record))
-            for connector_id, records in plan.pushes.items()
-            for record in records
-        ]
-        await self.outputs.publish(pushes)
+        # After the offline writes: a recipient who logged in since the lookup.
+        late = self._push_records(await routing.late_logins(self.register, plan.offline))
+        await self.outputs.publish(late)
 
         # Last, remember: the table's changelog is flushed by Faust before it commits offsets.
         for conv_id in changed:
             self.states[conv_id.encode()] = sequencing.encode_state(working[conv_id])
 
         report.offline = len(plan.offline)
-        report.pushes = len(pushes)
+        report.pushes = sum(len(records) for records in plan.pushes.values()) + len(late)
         report.to_fanout = len(to_fanout)
         report.conversations = set(working)
         return report

@@ -14,8 +14,12 @@ from aiokafka import AIOKafkaProducer
 
 from config.settings import Settings
 
-# A few ms of lingering lets one batch's records share produce requests.
-LINGER_MS = 2
+# No lingering: ``publish`` hands a whole batch's records to the producer without
+# yielding to the loop, so its sender drains them all into one produce request
+# (aiokafka keeps one request in flight per broker; records added meanwhile go
+# in the next one). A linger is per partition and would split that request by
+# each partition's batch creation time, and it delays every batch.
+LINGER_MS = 0
 # A send that cannot complete (broker gone) fails within this, and the batch is retried.
 REQUEST_TIMEOUT_MS = 15_000
 
@@ -55,7 +59,11 @@ class OutputProducer:
             await producer.stop()
 
     async def publish(self, records: Sequence[tuple[str, str, bytes]]) -> None:
-        """Send (topic, key, value) records in order; wait until Kafka has all of them."""
+        """Send (topic, key, value) records in order; wait until Kafka has all of them.
+
+        No await yields to the loop between the sends while the producer's buffer has
+        room, so the records leave together.
+        """
         if not records:
             return
         assert self._producer is not None, "OutputProducer.start() first"
