@@ -1,8 +1,7 @@
 """The Faust app of the logic cluster: ``faust -A stream_logic.app worker -l info``.
 
-Three agents, each reading its topic in batches (stream_logic/batching.py, or
-Faust's ``noack_take`` for the persister) and acking a batch only when its
-effects are durable:
+Three agents, each reading its topic in batches (Faust's ``noack_take``) and
+acking a batch only when its effects are durable:
 
 - ``sequence`` on the msg topic: per-conversation seq and msg_id (state in the
   ``conversations`` table), group membership checks, routing of 1:1, system and
@@ -31,7 +30,6 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from config.settings import load_settings
 from schemas.topics import fanout_topic
-from stream_logic.batching import batches
 from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
 from stream_logic.pipeline import Incoming, MessagePipeline
@@ -206,8 +204,8 @@ async def sequence(stream: faust.StreamT) -> None:
     )
     stats = BatchStats("msg")
     # Never Faust's take(): it would ack the batch even if our code raised.
-    async for events in batches(
-        cast(faust.Stream, stream), settings.logic_batch_size, settings.logic_batch_window_s
+    async for events in cast(faust.Stream, stream).noack_take(
+        settings.logic_batch_size, within=settings.logic_batch_window_s
     ):
         stats.begin(len(events))
         report = await pipeline.handle([_incoming(event) for event in events])
@@ -236,8 +234,8 @@ async def fan_out(stream: faust.StreamT) -> None:
     fanout = GroupFanout(
         settings, runtime.groups, runtime.register, runtime.offline, runtime.outputs
     )
-    async for events in batches(
-        cast(faust.Stream, stream), settings.logic_batch_size, settings.logic_batch_window_s
+    async for events in cast(faust.Stream, stream).noack_take(
+        settings.logic_batch_size, within=settings.logic_batch_window_s
     ):
         report = await fanout.handle([cast(bytes, event.message.value) for event in events])
         for event in events:
@@ -252,7 +250,6 @@ async def persist(stream: faust.StreamT) -> None:
     assert runtime.archive is not None
     persister = Persister(runtime.archive, runtime.recent)
     stats = BatchStats("persist")
-    # Off the delivery path: Faust's fixed window makes bigger MySQL batches.
     async for events in cast(faust.Stream, stream).noack_take(
         settings.logic_batch_size, within=settings.logic_batch_window_s
     ):
