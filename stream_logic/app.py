@@ -32,7 +32,7 @@ from config.settings import load_settings
 from schemas.topics import fanout_topic
 from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
-from stream_logic.pipeline import Incoming, MessagePipeline
+from stream_logic.pipeline import ConversationStates, Incoming, MessagePipeline
 from stream_logic.runtime import Runtime
 from stream_logic.topics import ensure_topics
 
@@ -41,8 +41,6 @@ log = logging.getLogger(__name__)
 # How often the agents log their batch statistics (only while records flow).
 STATS_EVERY_S = 10.0
 
-# How long changelog records wait to share produce requests (Faust's producer).
-CHANGELOG_LINGER_S = 0.05
 
 settings = load_settings()
 
@@ -83,10 +81,6 @@ app = LogicApp(
     topic_partitions=settings.msg_partitions,
     topic_replication_factor=settings.topic_replication,
     producer_acks=-1,
-    # The changelog is off the delivery path (Faust flushes it before committing
-    # offsets), so its records may wait to share requests: without a linger every
-    # batch's state writes cost ~3 produce requests (measured: 0.45 per message).
-    producer_linger=CHANGELOG_LINGER_S,
     # A worker killed with -9 is noticed after this long and its partitions move
     # on (Kafka's default of 45-60 s would hold those conversations that long).
     broker_session_timeout=10.0,
@@ -196,7 +190,7 @@ async def sequence(stream: faust.StreamT) -> None:
     await runtime.ready.wait()
     pipeline = MessagePipeline(
         settings,
-        conversations,
+        ConversationStates(conversations, runtime.outputs),
         runtime.register,
         runtime.offline,
         runtime.outputs,

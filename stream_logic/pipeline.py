@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, MutableMapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import msgspec
 from aiokafka.partitioner import murmur2
@@ -97,13 +97,39 @@ def partition_for(key: bytes, partitions: int) -> int:
     return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
+class ConversationStates:
+    """The sequencer's state per conversation: a Faust table whose changelog we write.
+
+    Faust buffers a table's changelog writes and flushes them before it commits
+    offsets, yet once after a kill -9 a committed offset ran ahead of the state
+    it produced (a conversation's seq went back by ten). So :meth:`remember`
+    publishes the states itself and waits for Kafka (acks=all) before the batch
+    is acked; same key, partitioner and bytes as Faust's own writes, so recovery
+    reads them as usual. The local store is then set without a second write.
+    """
+
+    def __init__(self, table: Any, outputs: OutputProducer) -> None:
+        self.table = table
+        self.outputs = outputs
+
+    def get(self, key: bytes) -> bytes | None:
+        value: bytes | None = self.table.get(key)
+        return value
+
+    async def remember(self, states: Mapping[str, bytes]) -> None:
+        changelog = self.table.changelog_topic.get_topic_name()
+        await self.outputs.publish([(changelog, conv_id, raw) for conv_id, raw in states.items()])
+        for conv_id, raw in states.items():
+            self.table.data[conv_id.encode()] = raw
+
+
 class MessagePipeline:
-    """Runs batches of the msg topic; ``states`` is the Faust table (conv_id bytes → state)."""
+    """Runs batches of the msg topic; ``states`` holds each conversation's sequencing state."""
 
     def __init__(
         self,
         settings: Settings,
-        states: MutableMapping[bytes, bytes],
+        states: ConversationStates,
         register: RegisterStore,
         offline: OfflineStore,
         outputs: OutputProducer,
@@ -282,9 +308,10 @@ class MessagePipeline:
         late = self._push_records(await routing.late_logins(self.register, plan.offline))
         await self.outputs.publish(late)
 
-        # Last, remember: the table's changelog is flushed by Faust before it commits offsets.
-        for conv_id in changed:
-            self.states[conv_id.encode()] = sequencing.encode_state(working[conv_id])
+        # Last, remember: durable before the batch is acked (ConversationStates).
+        await self.states.remember(
+            {conv_id: sequencing.encode_state(working[conv_id]) for conv_id in changed}
+        )
 
         report.offline = len(plan.offline)
         report.pushes = sum(len(records) for records in plan.pushes.values()) + len(late)
