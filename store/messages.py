@@ -42,11 +42,17 @@ def _row(message: StoredMessage) -> tuple[Any, ...]:
         message.text,
         message.ts,
         message.client_msg_id,
-        None if message.data is None else msgspec.json.encode(message.data).decode(),
+        encode_data(message.data),
     )
 
 
-def _data(raw: str | bytes | None, msg_id: str) -> dict[str, Any] | None:
+def encode_data(data: dict[str, Any] | None) -> str | None:
+    """A system message's payload as stored in an archive column (JSON text)."""
+    return None if data is None else msgspec.json.encode(data).decode()
+
+
+def decode_data(raw: str | bytes | None, msg_id: str) -> dict[str, Any] | None:
+    """The payload back from its column; a bad one is logged and dropped, not fatal."""
     if raw is None:
         return None
     try:
@@ -59,6 +65,25 @@ def _data(raw: str | bytes | None, msg_id: str) -> dict[str, Any] | None:
 
 def _message(row: Sequence[Any]) -> StoredMessage:
     msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id, data = row
+    return stored_message(
+        msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id, data
+    )
+
+
+def stored_message(
+    msg_id: str,
+    conv_id: str,
+    seq: int,
+    sender: str,
+    recipient: str | None,
+    group_id: str | None,
+    kind: Any,
+    text: str,
+    ts: int,
+    client_msg_id: str,
+    data: str | bytes | None,
+) -> StoredMessage:
+    """A StoredMessage from an archive's columns (both archives store the same ones)."""
     return StoredMessage(
         msg_id=msg_id,
         conv_id=conv_id,
@@ -68,7 +93,7 @@ def _message(row: Sequence[Any]) -> StoredMessage:
         group_id=group_id,
         kind=kind,
         text=text,
-        data=_data(data, msg_id),
+        data=decode_data(data, msg_id),
         ts=int(ts),
         client_msg_id=client_msg_id,
     )

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import msgspec
 from cassandra import ConsistencyLevel
 from cassandra.cluster import (
     EXEC_PROFILE_DEFAULT,
@@ -38,6 +37,7 @@ from cassandra.query import PreparedStatement
 
 from config.settings import Settings
 from schemas.records import StoredMessage
+from store.messages import encode_data, stored_message
 
 log = logging.getLogger(__name__)
 
@@ -168,35 +168,14 @@ def _row(message: StoredMessage) -> tuple[Any, ...]:
         message.text,
         message.ts,
         message.client_msg_id,
-        None if message.data is None else msgspec.json.encode(message.data).decode(),
+        encode_data(message.data),
     )
-
-
-def _data(raw: str | None, msg_id: str) -> dict[str, Any] | None:
-    if raw is None:
-        return None
-    try:
-        value = msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        log.error("message %s has an undecodable data column", msg_id)
-        return None
-    return value if isinstance(value, dict) else None
 
 
 def _message(row: Sequence[Any]) -> StoredMessage:
     conv_id, seq, msg_id, sender, recipient, group_id, kind, text, ts, client_msg_id, data = row
-    return StoredMessage(
-        msg_id=msg_id,
-        conv_id=conv_id,
-        seq=int(seq),
-        sender=sender,
-        to=recipient,
-        group_id=group_id,
-        kind=kind,
-        text=text,
-        data=_data(data, msg_id),
-        ts=int(ts),
-        client_msg_id=client_msg_id,
+    return stored_message(
+        msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id, data
     )
 
 
