@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from stack.infra import cache_dir, require_binary
-from stack.processes import ManagedProcess, StartError, free_port, tcp_open
+from stack.infra import maven_libs, require_binary
+from stack.processes import ManagedProcess, free_port, tcp_open
 
 STACK_DIR = Path(__file__).resolve().parent
 CASSANDRA_POM = STACK_DIR / "cassandra-pom.xml"
@@ -64,34 +62,8 @@ JVM17_OPTIONS = [
 
 
 def cassandra_libs() -> Path:
-    """The server's jars, assembled from Maven Central with mvn on first use."""
-    libs = cache_dir() / f"cassandra-{CASSANDRA_VERSION}" / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    if shutil.which("mvn") is None:
-        raise StartError("mvn not found: install Maven (apt-get install maven) to fetch Cassandra")
-    libs.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(
-        [
-            "mvn",
-            "-q",
-            "-B",
-            "-f",
-            str(CASSANDRA_POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={libs}",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise StartError(
-            f"fetching Cassandra {CASSANDRA_VERSION} with mvn failed:\n{result.stdout[-3000:]}"
-        )
-    marker.write_text(CASSANDRA_VERSION)
-    return libs
+    """The server's jars (stack/cassandra-pom.xml)."""
+    return maven_libs(CASSANDRA_POM, "Cassandra", CASSANDRA_VERSION)
 
 
 class LocalCassandra:

@@ -37,14 +37,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("IM_CACHE_DIR", Path.home() / ".cache" / "mmim"))
 
 
-def kafka_libs() -> Path:
-    """The broker's jars, assembled from Maven Central with mvn on first use."""
-    libs = cache_dir() / f"kafka-{KAFKA_VERSION}" / "libs"
+def maven_libs(pom: Path, name: str, version: str) -> Path:
+    """The jars ``pom`` lists, copied from Maven Central with mvn into the cache on first use."""
+    libs = cache_dir() / f"{name.lower()}-{version}" / "libs"
     marker = libs / ".complete"
     if marker.exists():
         return libs
     if shutil.which("mvn") is None:
-        raise StartError("mvn not found: install Maven (apt-get install maven) to fetch Kafka")
+        raise StartError(f"mvn not found: install Maven (apt-get install maven) to fetch {name}")
     libs.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [
@@ -52,7 +52,7 @@ def kafka_libs() -> Path:
             "-q",
             "-B",
             "-f",
-            str(KAFKA_POM),
+            str(pom),
             "dependency:copy-dependencies",
             f"-DoutputDirectory={libs}",
         ],
@@ -61,11 +61,14 @@ def kafka_libs() -> Path:
         check=False,
     )
     if result.returncode != 0:
-        raise StartError(
-            f"fetching Kafka {KAFKA_VERSION} with mvn failed:\n{result.stdout[-3000:]}"
-        )
-    marker.write_text(KAFKA_VERSION)
+        raise StartError(f"fetching {name} {version} with mvn failed:\n{result.stdout[-3000:]}")
+    marker.write_text(version)
     return libs
+
+
+def kafka_libs() -> Path:
+    """The broker's jars (stack/kafka-pom.xml)."""
+    return maven_libs(KAFKA_POM, "Kafka", KAFKA_VERSION)
 
 
 def require_binary(name: str, package: str) -> str:
