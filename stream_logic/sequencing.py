@@ -151,6 +151,23 @@ def _error(message: ClientMessage, code: ErrorCode, text: str) -> SendResult:
     )
 
 
+def _stored(message: ClientMessage, seq: int, ts: int) -> StoredMessage:
+    """The message as sequenced at ``seq``; a retry rebuilds the same one from its entry."""
+    return StoredMessage(
+        msg_id=message_id(message.conv_id, seq),
+        conv_id=message.conv_id,
+        seq=seq,
+        sender=message.sender,
+        kind=message.kind,
+        to=message.to,
+        group_id=message.group_id,
+        text=message.text,
+        data=message.data,
+        ts=ts,
+        client_msg_id=message.client_msg_id,
+    )
+
+
 def _result(message: ClientMessage, stored: StoredMessage) -> SendResult:
     return SendResult(
         client_msg_id=message.client_msg_id,
@@ -184,19 +201,7 @@ def apply(
     digest = dedup_digest(message.sender, message.client_msg_id)
     for entry in state.recent:
         if entry.digest == digest:
-            earlier = StoredMessage(
-                msg_id=message_id(message.conv_id, entry.seq),
-                conv_id=message.conv_id,
-                seq=entry.seq,
-                sender=message.sender,
-                kind=message.kind,
-                to=message.to,
-                group_id=message.group_id,
-                text=message.text,
-                data=message.data,
-                ts=entry.ts,
-                client_msg_id=message.client_msg_id,
-            )
+            earlier = _stored(message, entry.seq, entry.ts)
             moved = msgspec.structs.replace(state, last_offset=offset)
             return moved, Outcome("retry", result=_result(message, earlier))
 
@@ -210,19 +215,7 @@ def apply(
 
     seq = state.last_seq + 1
     ts = max(message.received_ts, state.last_ts)
-    stored = StoredMessage(
-        msg_id=message_id(message.conv_id, seq),
-        conv_id=message.conv_id,
-        seq=seq,
-        sender=message.sender,
-        kind=message.kind,
-        to=message.to,
-        group_id=message.group_id,
-        text=message.text,
-        data=message.data,
-        ts=ts,
-        client_msg_id=message.client_msg_id,
-    )
+    stored = _stored(message, seq, ts)
     recent = (*state.recent[-(DEDUP_WINDOW - 1) :], DedupEntry(digest, seq, ts))
     new_state = ConversationState(last_seq=seq, last_ts=ts, last_offset=offset, recent=recent)
     return new_state, Outcome("new", message=stored, result=_result(message, stored))
