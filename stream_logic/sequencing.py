@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import struct
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,30 +46,78 @@ DEDUP_WINDOW = 256
 
 _ID = re.compile(ID_PATTERN)
 
-# The sender of the push service's messages (push/publisher.py); its system
-# messages to a group need no membership.
 
-
-class DedupEntry(msgspec.Struct, array_like=True, frozen=True):
-    """One recent send: digest of (sender, client_msg_id), its seq and ts."""
-
-    digest: bytes
-    seq: int
-    ts: int
+# Bytes per entry of the packed dedup window.
+DIGEST_BYTES = 8
+_TS = struct.Struct(">q")
 
 
 class ConversationState(msgspec.Struct, array_like=True, frozen=True):
-    """What the sequencer remembers about one conversation (a table value)."""
+    """What the sequencer remembers about one conversation (a table value).
+
+    The dedup window is packed into two byte strings, oldest first, because the
+    state is decoded and re-encoded for every batch that touches the conversation:
+    ``recent_digests`` holds the DIGEST_BYTES-byte digests of (sender,
+    client_msg_id), ``recent_ts`` their timestamps as 8-byte big-endian ints.
+    Their seqs need no storing: every new message adds one entry, so the window
+    holds the consecutive seqs ending at ``last_seq``.
+    """
 
     last_seq: int = 0
     last_ts: int = 0
     # Offset in the msg topic's partition of the last record applied.
     last_offset: int = -1
-    recent: tuple[DedupEntry, ...] = ()
+    recent_digests: bytes = b""
+    recent_ts: bytes = b""
+
+    @property
+    def window_size(self) -> int:
+        """How many recent sends the state remembers."""
+        return len(self.recent_digests) // DIGEST_BYTES
+
+    def find_recent(self, digest: bytes) -> tuple[int, int] | None:
+        """(seq, ts) of the remembered send with this digest, if still in the window."""
+        position = self.recent_digests.find(digest)
+        # A match across two entries' boundary is not an entry: look further.
+        while position >= 0 and position % DIGEST_BYTES:
+            position = self.recent_digests.find(digest, position + 1)
+        if position < 0:
+            return None
+        index = position // DIGEST_BYTES
+        seq = self.last_seq - self.window_size + 1 + index
+        (ts,) = _TS.unpack_from(self.recent_ts, index * _TS.size)
+        return seq, ts
+
+    def with_send(self, digest: bytes, seq: int, ts: int, offset: int) -> ConversationState:
+        """The state after sequencing a new send; the oldest entry leaves a full window."""
+        drop = max(0, self.window_size - (DEDUP_WINDOW - 1))
+        return ConversationState(
+            last_seq=seq,
+            last_ts=ts,
+            last_offset=offset,
+            recent_digests=self.recent_digests[drop * DIGEST_BYTES :] + digest,
+            recent_ts=self.recent_ts[drop * _TS.size :] + _TS.pack(ts),
+        )
+
+
+class _LegacyDedupEntry(msgspec.Struct, array_like=True, frozen=True):
+    digest: bytes
+    seq: int
+    ts: int
+
+
+class _LegacyConversationState(msgspec.Struct, array_like=True, frozen=True):
+    """The state as written before the window was packed (still in older changelogs)."""
+
+    last_seq: int = 0
+    last_ts: int = 0
+    last_offset: int = -1
+    recent: tuple[_LegacyDedupEntry, ...] = ()
 
 
 _state_encoder = msgspec.msgpack.Encoder()
 _state_decoder = msgspec.msgpack.Decoder(ConversationState)
+_legacy_state_decoder = msgspec.msgpack.Decoder(_LegacyConversationState)
 
 
 def encode_state(state: ConversationState) -> bytes:
@@ -77,7 +126,19 @@ def encode_state(state: ConversationState) -> bytes:
 
 def decode_state(raw: bytes | None) -> ConversationState:
     """The stored state, or a fresh one for a conversation never seen."""
-    return ConversationState() if raw is None else _state_decoder.decode(raw)
+    if raw is None:
+        return ConversationState()
+    try:
+        return _state_decoder.decode(raw)
+    except msgspec.ValidationError:
+        legacy = _legacy_state_decoder.decode(raw)
+        return ConversationState(
+            last_seq=legacy.last_seq,
+            last_ts=legacy.last_ts,
+            last_offset=legacy.last_offset,
+            recent_digests=b"".join(entry.digest for entry in legacy.recent),
+            recent_ts=b"".join(_TS.pack(entry.ts) for entry in legacy.recent),
+        )
 
 
 def dedup_digest(sender: str, client_msg_id: str) -> bytes:
@@ -199,11 +260,11 @@ def apply(
         return state, Outcome("rejected", result=_error(message, code, text))
 
     digest = dedup_digest(message.sender, message.client_msg_id)
-    for entry in state.recent:
-        if entry.digest == digest:
-            earlier = _stored(message, entry.seq, entry.ts)
-            moved = msgspec.structs.replace(state, last_offset=offset)
-            return moved, Outcome("retry", result=_result(message, earlier))
+    remembered = state.find_recent(digest)
+    if remembered is not None:
+        earlier = _stored(message, *remembered)
+        moved = msgspec.structs.replace(state, last_offset=offset)
+        return moved, Outcome("retry", result=_result(message, earlier))
 
     # After the dedup: a retry of an accepted send is answered even if the sender left since.
     if needs_membership(message) and not is_member:
@@ -216,6 +277,5 @@ def apply(
     seq = state.last_seq + 1
     ts = max(message.received_ts, state.last_ts)
     stored = _stored(message, seq, ts)
-    recent = (*state.recent[-(DEDUP_WINDOW - 1) :], DedupEntry(digest, seq, ts))
-    new_state = ConversationState(last_seq=seq, last_ts=ts, last_offset=offset, recent=recent)
+    new_state = state.with_send(digest, seq, ts, offset)
     return new_state, Outcome("new", message=stored, result=_result(message, stored))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 from schemas.conversations import direct, message_id
 from schemas.errors import ErrorCode
 from schemas.records import ClientMessage
@@ -10,6 +12,7 @@ from stream_logic.sequencing import (
     ConversationState,
     apply,
     decode_state,
+    dedup_digest,
     encode_state,
 )
 
@@ -92,7 +95,7 @@ def test_records_already_applied_are_skipped_as_replays() -> None:
 
 def test_dedup_window_is_bounded() -> None:
     state, _ = run([send(f"m{i}") for i in range(DEDUP_WINDOW + 10)])
-    assert len(state.recent) == DEDUP_WINDOW
+    assert state.window_size == DEDUP_WINDOW
     _, outcomes = run([send("m0"), send(f"m{DEDUP_WINDOW + 9}")], state, first_offset=10_000)
     # The oldest fell out of the window; the newest is still recognised.
     assert [o.kind for o in outcomes] == ["new", "retry"]
@@ -104,6 +107,33 @@ def test_state_round_trips_and_stays_small() -> None:
     assert decode_state(raw) == state
     assert len(raw) < 40 * DEDUP_WINDOW
     assert decode_state(None) == ConversationState()
+
+
+def test_a_retry_in_a_full_window_gets_its_original_seq_and_ts() -> None:
+    sends = [send(f"m{i}", received_ts=1_000 + i) for i in range(DEDUP_WINDOW + 40)]
+    state, first = run(sends)
+    _, outcomes = run([sends[100]], state, first_offset=10_000)
+    assert outcomes[0].kind == "retry"
+    original = first[100].message
+    assert (outcomes[0].result.seq, outcomes[0].result.ts) == (original.seq, original.ts)
+    assert outcomes[0].result.msg_id == original.msg_id
+
+
+def test_a_digest_matching_across_two_entries_is_not_a_retry() -> None:
+    state, _ = run([send("m0"), send("m1")])
+    digests = state.recent_digests
+    straddling = digests[4:12]  # the tail of the first entry and the head of the second
+    assert state.find_recent(straddling) is None
+    assert state.find_recent(dedup_digest("alice", "m1")) == (2, 1_000)
+
+
+def test_states_written_before_the_packed_window_still_decode() -> None:
+    state, _ = run([send(f"m{i}", received_ts=1_000 + i) for i in range(5)])
+    legacy_entries = [(state.recent_digests[i * 8 : i * 8 + 8], i + 1, 1_000 + i) for i in range(5)]
+    legacy = msgspec.msgpack.encode(
+        [state.last_seq, state.last_ts, state.last_offset, legacy_entries]
+    )
+    assert decode_state(legacy) == state
 
 
 def test_mismatched_conversation_is_rejected_without_using_a_seq() -> None:
