@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+
+from aiokafka.partitioner import murmur2
+
 from config.settings import Settings
 
 
@@ -26,3 +30,12 @@ def fanout_topic(settings: Settings) -> str:
 def push_topic(settings: Settings, connector_id: str) -> str:
     """The push queue drained by one connector."""
     return f"{settings.push_topic_prefix}{connector_id}"
+
+
+@functools.lru_cache(maxsize=65_536)
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) puts ``key`` in.
+
+    Cached: murmur2 is pure Python in aiokafka and the same conversation ids recur.
+    """
+    return (murmur2(key) & 0x7FFFFFFF) % partitions

@@ -35,7 +35,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
-from aiokafka.partitioner import murmur2
 
 from config.settings import Settings
 from schemas.errors import ErrorCode
@@ -47,7 +46,7 @@ from schemas.records import (
     decode_client_message,
     encode,
 )
-from schemas.topics import fanout_topic, persist_topic, push_topic
+from schemas.topics import fanout_topic, partition_for, persist_topic, push_topic
 from store.offline import OfflineStore
 from store.register import RegisterStore
 from stream_logic import routing, sequencing
@@ -90,11 +89,6 @@ class BatchReport:
     pushes: int = 0
     to_fanout: int = 0
     conversations: set[str] = field(default_factory=set)
-
-
-def partition_for(key: bytes, partitions: int) -> int:
-    """The partition Kafka's default partitioner (murmur2) puts ``key`` in."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class ConversationStates:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiokafka.partitioner import DefaultPartitioner
 
-from stream_logic.pipeline import partition_for
+from schemas.topics import partition_for
 
 
 def test_partition_for_matches_the_producers_default_partitioner() -> None:
