@@ -47,9 +47,11 @@ class RecentIndex:
             for conv_id, by_seq in by_conv.items():
                 key = recent_key(conv_id)
                 newest = sorted(by_seq)[-self.keep :]
-                for seq in newest:
-                    # Replace whatever holds this seq, so a re-write never adds a twin.
-                    pipe.zremrangebyscore(key, seq, seq)
+                # Replace whatever holds these seqs, so a re-write never adds a twin. One
+                # range: a conversation's messages reach the persister in seq order, so a
+                # batch holds a run of them (a seq between two written ones is rewritten
+                # too or, at worst, leaves a hole that sends readers to MySQL).
+                pipe.zremrangebyscore(key, newest[0], newest[-1])
                 pipe.zadd(key, {encode(by_seq[seq]): seq for seq in newest})
                 pipe.zremrangebyrank(key, 0, -(self.keep + 1))
                 pipe.expire(key, RECENT_TTL_S)
