@@ -33,6 +33,7 @@ from schemas.topics import fanout_topic
 from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
 from stream_logic.pipeline import ConversationStates, Incoming, MessagePipeline
+from stream_logic.rebalance_safe_consumer import RebalanceSafeConsumer
 from stream_logic.runtime import Runtime
 from stream_logic.topics import ensure_topics
 
@@ -53,11 +54,15 @@ class _IdempotentProducer(faust_aiokafka.Producer):
 
 
 class _Transport(faust_aiokafka.Transport):
+    # Keeps Faust from dropping records around a rebalance and reads again any
+    # it still drops; they were lost for good (stream_logic/rebalance_safe_consumer.py).
+    Consumer = RebalanceSafeConsumer
     Producer = _IdempotentProducer
 
 
 class LogicApp(faust.App):
-    """faust.App whose Kafka producer is idempotent with acks=all."""
+    """faust.App whose Kafka producer is idempotent with acks=all and whose consumer
+    loses no record around a rebalance (stream_logic/rebalance_safe_consumer.py)."""
 
     def _new_transport(self) -> Any:
         return _Transport(self.conf.broker_consumer, self)
