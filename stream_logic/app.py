@@ -1,6 +1,6 @@
 """The Faust app of the logic cluster: ``faust -A stream_logic.app worker -l info``.
 
-Three agents, each reading its topic in batches (Faust's ``noack_take``) and
+Three agents, each reading its topic in batches (stream_logic/batching.py) and
 acking a batch only when its effects are durable:
 
 - ``sequence`` on the msg topic: per-conversation seq and msg_id (state in the
@@ -30,10 +30,12 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from config.settings import load_settings
 from schemas.topics import fanout_topic
+from stream_logic.batching import event_batches
 from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
 from stream_logic.pipeline import ConversationStates, Incoming, MessagePipeline
 from stream_logic.rebalance_safe_consumer import RebalanceSafeConsumer
+from stream_logic.retrying import until_done
 from stream_logic.runtime import Runtime
 from stream_logic.topics import ensure_topics
 
@@ -41,6 +43,10 @@ log = logging.getLogger(__name__)
 
 # How often the agents log their batch statistics (only while records flow).
 STATS_EVERY_S = 10.0
+# The archive is off the delivery path (sync reads Redis's recent index, then
+# MySQL): letting its batches gather this long costs users nothing and spares
+# MySQL and Redis round trips the msg agent would otherwise wait behind.
+PERSIST_LINGER_S = 0.05
 
 
 settings = load_settings()
@@ -158,13 +164,18 @@ class BatchStats:
         self.records = 0
         self.busy_s = 0.0
         self.largest = 0
+        # Longest time a record waited between its producer and this agent.
+        self.longest_wait_ms = 0.0
         self._started = now
 
-    def begin(self, size: int) -> None:
+    def begin(self, size: int, oldest_ts_ms: int | None = None) -> None:
+        """A batch starts; ``oldest_ts_ms``: when its first record was produced."""
         self._started = time.monotonic()
         self.batches += 1
         self.records += size
         self.largest = max(self.largest, size)
+        if oldest_ts_ms is not None:
+            self.longest_wait_ms = max(self.longest_wait_ms, time.time() * 1000 - oldest_ts_ms)
 
     def end(self) -> None:
         now = time.monotonic()
@@ -172,7 +183,8 @@ class BatchStats:
         window = now - self.since
         if window >= STATS_EVERY_S:
             log.info(
-                "%s agent: %d records in %d batches (mean %.1f, max %d), busy %.0f%% of %.1fs",
+                "%s agent: %d records in %d batches (mean %.1f, max %d), busy %.0f%% of %.1fs,"
+                " longest wait since produced %.0f ms",
                 self.name,
                 self.records,
                 self.batches,
@@ -180,8 +192,14 @@ class BatchStats:
                 self.largest,
                 100 * self.busy_s / window,
                 window,
+                self.longest_wait_ms,
             )
             self._reset(now)
+
+
+def _produced_ms(event: Any) -> int:
+    """When the record was produced (its Kafka timestamp), in ms."""
+    return int(event.message.timestamp * 1000)
 
 
 def _incoming(event: Any) -> Incoming:
@@ -193,24 +211,44 @@ def _incoming(event: Any) -> Incoming:
 async def sequence(stream: faust.StreamT) -> None:
     """Sequence, route and deliver client messages, a batch at a time."""
     await runtime.ready.wait()
+    states = ConversationStates(conversations, runtime.outputs)
     pipeline = MessagePipeline(
         settings,
-        ConversationStates(conversations, runtime.outputs),
+        states,
         runtime.register,
         runtime.offline,
         runtime.outputs,
         groups=runtime.groups,
     )
     stats = BatchStats("msg")
-    # Never Faust's take(): it would ack the batch even if our code raised.
-    async for events in cast(faust.Stream, stream).noack_take(
-        settings.logic_batch_size, within=settings.logic_batch_window_s
-    ):
-        stats.begin(len(events))
-        report = await pipeline.handle([_incoming(event) for event in events])
-        # Acked only now: a crash before this line replays the batch.
-        for event in events:
+    # Events of processed batches whose states are not in the changelog yet.
+    unacked: list[Any] = []
+
+    async def ack_processed() -> None:
+        for event in unacked:
             await stream.ack(event)
+        unacked.clear()
+
+    async def write_states_when_idle() -> None:
+        # No batch waiting to carry the last states: write them alone.
+        if unacked:
+            await until_done(states.flush, "writing conversation states")
+            await ack_processed()
+
+    # Never Faust's take(): it would ack the batch even if our code raised.
+    async for events in event_batches(
+        app,
+        stream,
+        settings.logic_batch_size,
+        settings.logic_batch_linger_s,
+        on_idle=write_states_when_idle,
+    ):
+        stats.begin(len(events), _produced_ms(events[0]))
+        report = await pipeline.handle([_incoming(event) for event in events])
+        # handle() wrote the earlier batches' states, so their input may be acked;
+        # this batch's waits for its own states (a crash before replays it).
+        await ack_processed()
+        unacked.extend(events)
         stats.end()
         log.debug("msg batch: %s", report)
         if report.replays or report.rejected or report.undecodable:
@@ -233,8 +271,8 @@ async def fan_out(stream: faust.StreamT) -> None:
     fanout = GroupFanout(
         settings, runtime.groups, runtime.register, runtime.offline, runtime.outputs
     )
-    async for events in cast(faust.Stream, stream).noack_take(
-        settings.logic_batch_size, within=settings.logic_batch_window_s
+    async for events in event_batches(
+        app, stream, settings.logic_batch_size, settings.logic_batch_linger_s
     ):
         report = await fanout.handle([cast(bytes, event.message.value) for event in events])
         for event in events:
@@ -249,10 +287,8 @@ async def persist(stream: faust.StreamT) -> None:
     assert runtime.archive is not None
     persister = Persister(runtime.archive, runtime.recent)
     stats = BatchStats("persist")
-    async for events in cast(faust.Stream, stream).noack_take(
-        settings.logic_batch_size, within=settings.logic_batch_window_s
-    ):
-        stats.begin(len(events))
+    async for events in event_batches(app, stream, settings.logic_batch_size, PERSIST_LINGER_S):
+        stats.begin(len(events), _produced_ms(events[0]))
         await persister.handle([_incoming(event) for event in events])
         for event in events:
             await stream.ack(event)

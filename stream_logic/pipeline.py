@@ -8,22 +8,26 @@ Order of effects per batch, which is what makes a crash at any point safe:
 3. in one round: publish the sequenced messages to the persist topic (group
    messages also to the fan-out topic, see stream_logic/fanout.py) together
    with the push records (deliveries, broadcasts, send results) for the
-   connectors' topics, and write the offline lists; wait until Kafka
-   acknowledged every record (acks=all) and Redis answered;
+   connectors' topics and the states of the batch before, and write the
+   offline lists; wait until Kafka acknowledged every record (acks=all) and
+   Redis answered;
 4. push records for recipients routed offline who logged in meanwhile;
-5. write the new conversation states to the Faust table (its changelog);
-6. return, and only then are the input records acked (offsets committed later,
-   after Faust flushed the changelog).
+5. stage the new conversation states in the Faust table's local store; they
+   reach its changelog in the next batch's round 3, or through
+   ``ConversationStates.flush`` when no batch follows at once;
+6. the input records are acked only once their states are in the changelog,
+   so a batch's acks follow the next batch's round 3 (or the flush).
 
 Why the push records need not wait for the persist topic: the input record is
 already durable on the msg topic (acks=all), stays unacked until step 6, and
-sequencing is a pure function of the state and the record. Until step 5 the
-table holds the old state, so a crash anywhere before it replays the batch and
+sequencing is a pure function of the state and the record. Until the states
+are in the changelog a crash replays the batch from the state before it and
 reproduces the same msg_ids, seqs and timestamps: whatever was pushed is
 re-published identically (every consumer is idempotent on msg_id, clients drop
 the copies) and whatever was not published yet is published then. Only the
-state write must wait for every output; a crash after 5 skips the applied
-records by offset.
+state write must wait for every output, which holds because a batch's states
+are staged after its own round 3 and written in a later one; once written, a
+replay skips the applied records by offset.
 """
 
 from __future__ import annotations
@@ -96,25 +100,48 @@ class ConversationStates:
 
     Faust buffers a table's changelog writes and flushes them before it commits
     offsets, yet once after a kill -9 a committed offset ran ahead of the state
-    it produced (a conversation's seq went back by ten). So :meth:`remember`
-    publishes the states itself and waits for Kafka (acks=all) before the batch
-    is acked; same key, partitioner and bytes as Faust's own writes, so recovery
-    reads them as usual. The local store is then set without a second write.
+    it produced (a conversation's seq went back by ten). So the states are
+    published by the pipeline itself, with acks=all, and a batch's input is
+    acked only once its states are in Kafka; same key, partitioner and bytes as
+    Faust's own writes, so recovery reads them as usual.
+
+    A batch's new states are staged (:meth:`stage`) in the local store once its outputs
+    are acknowledged, and go out in the next batch's produce round
+    (:meth:`unwritten` / :meth:`written`), or alone through :meth:`flush` when
+    no batch follows: one produce round per batch instead of two.
     """
 
     def __init__(self, table: Any, outputs: OutputProducer) -> None:
         self.table = table
         self.outputs = outputs
+        self._unwritten: dict[str, bytes] = {}
 
     def get(self, key: bytes) -> bytes | None:
         value: bytes | None = self.table.get(key)
         return value
 
-    async def remember(self, states: Mapping[str, bytes]) -> None:
-        changelog = self.table.changelog_topic.get_topic_name()
-        await self.outputs.publish([(changelog, conv_id, raw) for conv_id, raw in states.items()])
+    def stage(self, states: Mapping[str, bytes]) -> None:
+        """Keep new states (their batch's outputs are durable) until they are written."""
         for conv_id, raw in states.items():
             self.table.data[conv_id.encode()] = raw
+            self._unwritten[conv_id] = raw
+
+    def unwritten(self) -> list[tuple[str, str, bytes]]:
+        """Changelog records of the states staged and not yet written, to publish."""
+        changelog = self.table.changelog_topic.get_topic_name()
+        return [(changelog, conv_id, raw) for conv_id, raw in self._unwritten.items()]
+
+    def written(self, records: Sequence[tuple[str, str, bytes]]) -> None:
+        """Forget the states of these records, now in Kafka (unless staged anew since)."""
+        for _, conv_id, raw in records:
+            if self._unwritten.get(conv_id) is raw:
+                del self._unwritten[conv_id]
+
+    async def flush(self) -> None:
+        """Write every staged state; returns once Kafka has them."""
+        records = self.unwritten()
+        await self.outputs.publish(records)
+        self.written(records)
 
 
 class MessagePipeline:
@@ -287,23 +314,27 @@ class MessagePipeline:
             live = [info.connector_id for info in await self.register.live_connectors()]
         plan = routing.plan(deliveries, replies, routes, alive, live)
 
-        # One round: the archive's and the fan-out's input, the push records and the
-        # offline lists together (see the module docstring for why this is safe).
+        # One round: the archive's and the fan-out's input, the push records, the
+        # states of the batches before (their outputs are durable) and the offline
+        # lists together (see the module docstring for why this is safe).
         persist, fanout = persist_topic(self.settings), fanout_topic(self.settings)
         sequenced = [d.message for d in deliveries] + [f.message for f in to_fanout]
         outputs = [(persist, m.conv_id, encode(m)) for m in sequenced]
         outputs += [(fanout, f.message.conv_id, encode(f)) for f in to_fanout]
         outputs += self._push_records(plan.pushes)
+        earlier_states = self.states.unwritten()
         await asyncio.gather(
-            self.outputs.publish(outputs),
+            self.outputs.publish(outputs + earlier_states),
             self.offline.add_many(plan.offline),
         )
+        self.states.written(earlier_states)
         # After the offline writes: a recipient who logged in since the lookup.
         late = self._push_records(await routing.late_logins(self.register, plan.offline))
         await self.outputs.publish(late)
 
-        # Last, remember: durable before the batch is acked (ConversationStates).
-        await self.states.remember(
+        # Every output is durable: the next batch sequences from these states, and
+        # they go out with its outputs (or through ConversationStates.flush).
+        self.states.stage(
             {conv_id: sequencing.encode_state(working[conv_id]) for conv_id in changed}
         )
 
