@@ -41,13 +41,15 @@ async def event_batches(
     max_size: int,
     linger_s: float = 0.0,
     on_idle: Callable[[], Awaitable[None]] | None = None,
+    idle_after_s: float = 0.0,
 ) -> AsyncIterator[list[Any]]:
     """Yield lists of at most ``max_size`` current events of ``stream``, in arrival order.
 
     ``linger_s``: after waiting on an empty buffer, how long to let more events
     gather behind the first (fewer, larger batches at moderate load; under load
-    the buffer is never empty and nothing lingers). ``on_idle`` is awaited
-    whenever the buffer is empty, before waiting for events.
+    the buffer is never empty and nothing lingers). ``on_idle`` is awaited once
+    the buffer has stayed empty for ``idle_after_s`` after a batch, and then not
+    again until the next batch.
     """
     buffer: list[Any] = []
     arrived = asyncio.Event()
@@ -64,20 +66,33 @@ async def event_batches(
             arrived.set()
 
     reader = asyncio.create_task(read(), name=f"batch reader of {stream}")
+
+    async def events_within(seconds: float | None) -> bool:
+        """Wait until the buffer holds events (or the reader ended); False if ``seconds`` pass."""
+        arrived.clear()
+        waiting = asyncio.create_task(arrived.wait())
+        try:
+            done, _ = await asyncio.wait(
+                {waiting, reader}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            waiting.cancel()
+        return bool(done)
+
+    idle_handled = on_idle is None
     try:
         while True:
-            if not buffer and on_idle is not None:
-                await on_idle()
             if not buffer:
                 if reader.done():
                     reader.result()  # the stream's error, if it failed
                     return
-                arrived.clear()
-                waiting = asyncio.create_task(arrived.wait())
-                try:
-                    await asyncio.wait({waiting, reader}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    waiting.cancel()
+                if not idle_handled:
+                    if not await events_within(idle_after_s):
+                        assert on_idle is not None
+                        await on_idle()
+                        idle_handled = True
+                    continue
+                await events_within(None)
                 if buffer and linger_s > 0 and len(buffer) < max_size:
                     await asyncio.sleep(linger_s)
                 continue
@@ -86,6 +101,7 @@ async def event_batches(
             room.set()
             current = [event for event in batch if is_current(app, event)]
             if current:
+                idle_handled = on_idle is None
                 yield current
     finally:
         reader.cancel()

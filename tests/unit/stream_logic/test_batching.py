@@ -100,7 +100,7 @@ async def test_events_of_an_earlier_generation_or_during_a_rebalance_are_dropped
     await batches.aclose()
 
 
-async def test_on_idle_runs_before_waiting_on_an_empty_buffer() -> None:
+async def test_on_idle_runs_once_the_buffer_stays_empty_after_a_batch() -> None:
     app, stream = FakeApp(), FakeStream()
     idle_calls = 0
 
@@ -108,14 +108,17 @@ async def test_on_idle_runs_before_waiting_on_an_empty_buffer() -> None:
         nonlocal idle_calls
         idle_calls += 1
 
-    batches = event_batches(app, stream, max_size=10, on_idle=on_idle)
+    batches = event_batches(app, stream, max_size=10, on_idle=on_idle, idle_after_s=0.05)
     stream.put(0)
     await anext(batches)
-    assert idle_calls == 1  # the buffer was empty at the start
-    stream.put(1)
-    await asyncio.sleep(0.01)
-    await anext(batches)
-    assert idle_calls == 1  # an event was waiting: no idle spell
+    # The next event comes within idle_after_s: the batch before needs no idle call.
+    asyncio.get_running_loop().call_later(0.01, stream.put, 1)
+    assert offsets(await anext(batches)) == [1]
+    assert idle_calls == 0
+    # Nothing comes for longer: one idle call, not one per wait.
+    asyncio.get_running_loop().call_later(0.2, stream.put, 2)
+    assert offsets(await anext(batches)) == [2]
+    assert idle_calls == 1
     await batches.aclose()
 
 
