@@ -162,6 +162,7 @@ class MessagePipeline:
         self.offline = offline
         self.outputs = outputs
         self.groups = groups
+        self.liveness = routing.ConnectorLiveness(register)
 
     def decode(
         self, records: Sequence[Incoming]
@@ -308,7 +309,7 @@ class MessagePipeline:
 
         users = {user for delivery in deliveries for user in delivery.users()}
         reply_connectors = {r.connector_id for r in replies if r.connector_id is not None}
-        routes, alive = await routing.lookup(self.register, users, reply_connectors)
+        routes, alive = await routing.lookup(self.register, users, reply_connectors, self.liveness)
         live: list[str] = []
         if any(routing.is_broadcast(delivery.message) for delivery in deliveries):
             live = [info.connector_id for info in await self.register.live_connectors()]

@@ -17,8 +17,10 @@ messages in the fan-out stage (stream_logic/fanout.py).
 
 from __future__ import annotations
 
+import math
+import time
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from schemas.conversations import BROADCAST
@@ -146,15 +148,60 @@ def push_key(record: PushRecord) -> str:
     return record.message.conv_id if record.message is not None else ""
 
 
+class ConnectorLiveness:
+    """Which connectors are alive, remembering for ``remember_s`` those seen alive.
+
+    A connector's liveness key outlives it by up to IM_CONNECTOR_TTL_S anyway, so
+    a dead connector already looks alive that long; remembering a live answer for
+    another second spares the sequencer a Redis round trip in most batches.
+    Messages pushed to a dead connector's topic reach their users through sync
+    after they reconnect (docs/operations.md, "Routing"). Dead answers are never
+    remembered: a connector that comes back is used at once.
+    """
+
+    def __init__(
+        self,
+        register: RegisterStore,
+        remember_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.register = register
+        self.remember_s = remember_s
+        self.clock = clock
+        self._seen_alive: dict[str, float] = {}
+
+    async def alive(self, connector_ids: Iterable[str]) -> set[str]:
+        now = self.clock()
+        wanted = set(connector_ids)
+        known = {c for c in wanted if now - self._seen_alive.get(c, -math.inf) < self.remember_s}
+        unknown = wanted - known
+        if unknown:
+            found = await self.register.alive_connectors(unknown)
+            for connector_id in found:
+                self._seen_alive[connector_id] = now
+            known |= found
+        return known
+
+
 async def lookup(
-    register: RegisterStore, users: Iterable[str], reply_connectors: Iterable[str]
+    register: RegisterStore,
+    users: Iterable[str],
+    reply_connectors: Iterable[str],
+    liveness: ConnectorLiveness | None = None,
 ) -> tuple[dict[str, list[SessionRoute]], set[str]]:
-    """Routes of the users and which of the involved connectors are alive (pipelined)."""
+    """Routes of the users and which of the involved connectors are alive (pipelined).
+
+    With ``liveness``, recent live answers are reused (see ConnectorLiveness);
+    without, every connector is asked.
+    """
     routes = await register.routes_many(users)
     connectors = {r.connector_id for user_routes in routes.values() for r in user_routes}
     connectors.update(reply_connectors)
-    alive = await register.alive_connectors(connectors) if connectors else set()
-    return routes, alive
+    if not connectors:
+        return routes, set()
+    if liveness is not None:
+        return routes, await liveness.alive(connectors)
+    return routes, await register.alive_connectors(connectors)
 
 
 async def late_logins(

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 from schemas.conversations import BROADCAST, direct, group, message_id
 from schemas.records import SendResult, StoredMessage
-from store.register import SessionRoute
-from stream_logic.routing import MAX_RECIPIENTS_PER_RECORD, Delivery, Reply, plan, push_key
+from store.register import RegisterStore, SessionRoute
+from stream_logic.routing import (
+    MAX_RECIPIENTS_PER_RECORD,
+    ConnectorLiveness,
+    Delivery,
+    Reply,
+    plan,
+    push_key,
+)
 
 
 def stored(seq: int, to: str = "bob") -> StoredMessage:
@@ -145,3 +155,32 @@ def test_broadcast_goes_once_to_every_live_connector_and_never_offline() -> None
     }
     assert routed.offline == []
     assert push_key(routed.pushes["c1"][0]) == BROADCAST
+
+
+class CountingRegister:
+    """The one RegisterStore call ConnectorLiveness makes, with a live set the test sets."""
+
+    def __init__(self, alive: set[str]) -> None:
+        self.alive = alive
+        self.asked: list[set[str]] = []
+
+    async def alive_connectors(self, ids: Iterable[str]) -> set[str]:
+        wanted = set(ids)
+        self.asked.append(wanted)
+        return wanted & self.alive
+
+
+async def test_live_connectors_are_remembered_briefly_and_dead_ones_never() -> None:
+    now = [100.0]
+    register = CountingRegister({"c1"})
+    liveness = ConnectorLiveness(cast(RegisterStore, register), 1.0, clock=lambda: now[0])
+
+    assert await liveness.alive(["c1", "c2"]) == {"c1"}
+    now[0] += 0.5
+    register.alive = {"c2"}  # c1 died, c2 came up
+    # c1 is still remembered; c2 was dead, so it is asked again and found.
+    assert await liveness.alive(["c1", "c2"]) == {"c1", "c2"}
+    assert register.asked == [{"c1", "c2"}, {"c2"}]
+    now[0] += 0.6
+    # c1's answer is 1.1 s old: asked again, and gone.
+    assert await liveness.alive(["c1"]) == set()
