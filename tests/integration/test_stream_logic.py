@@ -9,6 +9,7 @@ test gets its own app id and topics, so workers and consumer groups never mix.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import shutil
 import tempfile
@@ -398,6 +399,28 @@ async def test_two_workers_share_partitions_and_survive_losing_one(
         assert [m.seq for m in rows] == list(range(1, per_conv + 1))
 
 
+@contextlib.asynccontextmanager
+async def kafka_pair(
+    settings: Settings, tag: str
+) -> AsyncIterator[tuple[AIOKafkaProducer, AIOKafkaConsumer]]:
+    """A started producer and a not yet started manual consumer (group ``tag``);
+    both stopped, and the ``tag`` topics deleted, afterwards."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=tag,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    try:
+        yield producer, consumer
+    finally:
+        await consumer.stop()
+        await producer.stop()
+        await delete_topics(settings, tag)
+
+
 async def test_seek_to_committed_rewinds_stream_partitions_without_a_committed_offset(
     settings: Settings, unique: Callable[[str], str], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -411,20 +434,12 @@ async def test_seek_to_committed_rewinds_stream_partitions_without_a_committed_o
     stream, changelog = f"{tag}.msg", f"{tag}-conversations-changelog"
     await create_topic(settings, stream, 2)
     await create_topic(settings, changelog, 1)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=tag,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
     uncommitted, committed, table = (
         TopicPartition(stream, 0),
         TopicPartition(stream, 1),
         TopicPartition(changelog, 0),
     )
-    try:
+    async with kafka_pair(settings, tag) as (producer, consumer):
         for tp in (uncommitted, committed, table):
             for i in range(5):
                 await producer.send_and_wait(tp.topic, b"%d" % i, partition=tp.partition)
@@ -457,10 +472,6 @@ async def test_seek_to_committed_rewinds_stream_partitions_without_a_committed_o
             for tp, records in (await consumer.getmany(timeout_ms=500)).items():
                 again.setdefault(tp, []).extend(r.offset for r in records)
         assert again == {uncommitted: [0, 1, 2, 3, 4], committed: [2, 3, 4]}
-    finally:
-        await consumer.stop()
-        await producer.stop()
-        await delete_topics(settings, tag)
 
 
 async def test_a_fetch_waiting_across_a_rebalance_takes_nothing_from_paused_partitions(
@@ -478,15 +489,7 @@ async def test_a_fetch_waiting_across_a_rebalance_takes_nothing_from_paused_part
     topic = f"{tag}.msg"
     await create_topic(settings, topic, 1)
     tp = TopicPartition(topic, 0)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
-    await producer.start()
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap,
-        group_id=tag,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    try:
+    async with kafka_pair(settings, tag) as (producer, consumer):
         for i in range(3):
             await producer.send_and_wait(topic, b"%d" % i)
         await consumer.start()
@@ -507,7 +510,3 @@ async def test_a_fetch_waiting_across_a_rebalance_takes_nothing_from_paused_part
         print(f"\nempty filter: the view took {taken_through_view}, the bare set {counts}")
         assert taken_through_view == {}
         assert [r.offset for r in taken_through_set[tp]] == [0, 1, 2]
-    finally:
-        await consumer.stop()
-        await producer.stop()
-        await delete_topics(settings, tag)
