@@ -55,7 +55,7 @@ BACKEND_ERRORS = (RedisError, KafkaError, MySQLError, OSError, asyncio.TimeoutEr
 
 
 class TokenVerifier(Protocol):
-    async def verify(self, token: str) -> TokenClaims: ...
+    def decode(self, token: str) -> TokenClaims: ...
 
 
 class OfflineInbox(Protocol):
@@ -276,13 +276,16 @@ class ClientServer:
 
     async def _login(self, session: Session, frame: Frame) -> None:
         request = parse_login(frame.body, frame.request_id)
-        claims = await self.tokens.verify(request.token)
+        # Signature and expiry here; revocation is checked by the bind itself, in
+        # the same Redis round trip (a revoked token binds nothing).
+        claims = self.tokens.decode(request.token)
+        session_id = uuid.uuid4().hex
+        previous = await self.register.bind_session(
+            claims.user, request.device, self.connector_id, session_id, unless_revoked=claims.jti
+        )
         session.user = claims.user
         session.device = request.device
-        session.session_id = uuid.uuid4().hex
-        previous = await self.register.bind_session(
-            claims.user, request.device, self.connector_id, session.session_id
-        )
+        session.session_id = session_id
         session.bound = True
         if session.closing:
             return  # the client left while we were binding; _finish unbinds

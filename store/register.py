@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from schemas.errors import AuthError, ErrorCode
 
 ROUTE_PREFIX = "route:"
 CONNECTOR_PREFIX = "connector:"
@@ -43,6 +44,17 @@ if sep and string.sub(value, sep + 1) == ARGV[2] then
     return redis.call('HDEL', KEYS[1], ARGV[1])
 end
 return 0
+"""
+
+# Point a device at a session and return what it pointed at, in one round trip;
+# with ARGV[4] = '1' only if the login's token is not revoked (KEYS[2]), so a
+# revoked token never binds. Reply: {1, false} when revoked, else {0, previous}.
+_BIND_SESSION = """
+if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {1, false} end
+local previous = redis.call('HGET', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+return {0, previous}
 """
 
 # Drop index members whose liveness hash expired, atomically per member so a
@@ -127,21 +139,39 @@ class RegisterStore:
         self.redis = redis
         self.settings = settings
         self.route_ttl_s = max(10, math.ceil(settings.heartbeat_timeout_s * ROUTE_TTL_HEARTBEATS))
+        self._bind = redis.register_script(_BIND_SESSION)
         self._unbind = redis.register_script(_UNBIND_IF_SAME_SESSION)
         self._forget_expired = redis.register_script(_FORGET_IF_EXPIRED)
 
     # --- user routes
 
     async def bind_session(
-        self, user: str, device: str, connector_id: str, session_id: str
+        self,
+        user: str,
+        device: str,
+        connector_id: str,
+        session_id: str,
+        unless_revoked: str | None = None,
     ) -> SessionRoute | None:
-        """Point ``user``'s ``device`` at this session; return the route it replaced, if any."""
+        """Point ``user``'s ``device`` at this session; return the route it replaced, if any.
+
+        ``unless_revoked``: the login token's id; if that token is revoked nothing
+        is bound and ``AuthError(TOKEN_REVOKED)`` is raised (checked and bound
+        atomically, in the same round trip).
+        """
         key = ROUTE_PREFIX + user
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.hget(key, device)
-            pipe.hset(key, device, _route_value(connector_id, session_id))
-            pipe.expire(key, self.route_ttl_s)
-            previous, _, _ = await pipe.execute()
+        revoked_key = REVOKED_PREFIX + unless_revoked if unless_revoked is not None else key
+        revoked, previous = await self._bind(
+            keys=[key, revoked_key],
+            args=[
+                device,
+                _route_value(connector_id, session_id),
+                self.route_ttl_s,
+                "1" if unless_revoked is not None else "0",
+            ],
+        )
+        if int(revoked):
+            raise AuthError(ErrorCode.TOKEN_REVOKED, "token revoked")
         if previous is None:
             return None
         return _parse_route(user, device, previous)

@@ -9,6 +9,7 @@ import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
+from schemas.errors import AuthError, ErrorCode
 from store.register import ConnectorInfo, RegisterStore, SessionRoute
 
 
@@ -35,6 +36,21 @@ async def test_bind_returns_the_replaced_route_of_the_same_device(
     ]
     ttl = await register.redis.ttl(f"route:{user}")
     assert 0 < ttl <= register.route_ttl_s
+
+
+async def test_a_login_with_a_revoked_token_binds_nothing(
+    register: RegisterStore, unique: Callable[[str], str]
+) -> None:
+    user, good, revoked = unique("erin"), unique("jti"), unique("jti")
+    await register.bind_session(user, "phone", "c1", "s1", unless_revoked=good)
+    await register.revoke_token(revoked, 30)
+
+    with pytest.raises(AuthError) as refused:
+        await register.bind_session(user, "phone", "c2", "s2", unless_revoked=revoked)
+
+    assert refused.value.code == ErrorCode.TOKEN_REVOKED
+    # The earlier session keeps its route: the refused login changed nothing.
+    assert await register.routes(user) == [SessionRoute(user, "phone", "c1", "s1")]
 
 
 async def test_a_stale_disconnect_keeps_the_newer_sessions_route(
