@@ -9,6 +9,7 @@ is a signal to one pid we recorded, never a kill by name.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import shutil
 import subprocess
@@ -69,6 +70,18 @@ def maven_libs(pom: Path, name: str, version: str) -> Path:
 def kafka_libs() -> Path:
     """The broker's jars (stack/kafka-pom.xml)."""
     return maven_libs(KAFKA_POM, "Kafka", KAFKA_VERSION)
+
+
+def kafka_cluster_id() -> str:
+    """A random cluster id as Kafka writes them (URL-safe base64 of 16 bytes).
+
+    Like Kafka's own ``Uuid.randomUuid``, never one starting with "-": the
+    storage tool would read it as an option (about one id in 64).
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def require_binary(name: str, package: str) -> str:
@@ -368,12 +381,15 @@ class LocalInfra:
             classpath,
         ]
         if not (self.data_dir / "kafka" / "meta.properties").exists():
-            cluster_id = uuid.uuid4().bytes
-            import base64
-
-            cluster = base64.urlsafe_b64encode(cluster_id).decode().rstrip("=")
             result = subprocess.run(
-                [*jvm, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(properties)],
+                [
+                    *jvm,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    f"--cluster-id={kafka_cluster_id()}",
+                    "-c",
+                    str(properties),
+                ],
                 capture_output=True,
                 text=True,
                 check=False,
