@@ -47,10 +47,11 @@ return 0
 """
 
 # Point a device at a session and return what it pointed at, in one round trip;
-# with ARGV[4] = '1' only if the login's token is not revoked (KEYS[2]), so a
-# revoked token never binds. Reply: {1, false} when revoked, else {0, previous}.
+# given a login token's revocation key (KEYS[2]), only if that token is not
+# revoked, so a revoked token never binds. Reply: {1, false} when revoked, else
+# {0, previous}.
 _BIND_SESSION = """
-if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then return {1, false} end
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then return {1, false} end
 local previous = redis.call('HGET', KEYS[1], ARGV[1])
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[3])
@@ -159,16 +160,11 @@ class RegisterStore:
         is bound and ``AuthError(TOKEN_REVOKED)`` is raised (checked and bound
         atomically, in the same round trip).
         """
-        key = ROUTE_PREFIX + user
-        revoked_key = REVOKED_PREFIX + unless_revoked if unless_revoked is not None else key
+        keys = [ROUTE_PREFIX + user]
+        if unless_revoked is not None:
+            keys.append(REVOKED_PREFIX + unless_revoked)
         revoked, previous = await self._bind(
-            keys=[key, revoked_key],
-            args=[
-                device,
-                _route_value(connector_id, session_id),
-                self.route_ttl_s,
-                "1" if unless_revoked is not None else "0",
-            ],
+            keys=keys, args=[device, _route_value(connector_id, session_id), self.route_ttl_s]
         )
         if int(revoked):
             raise AuthError(ErrorCode.TOKEN_REVOKED, "token revoked")
