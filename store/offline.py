@@ -24,6 +24,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from schemas.records import StoredMessage, decode_stored_message, encode
+from store.pipelined_scripts import ScriptPipeline
 
 log = logging.getLogger(__name__)
 
@@ -103,18 +104,15 @@ class OfflineStore:
             by_user[user][message.msg_id] = message
         if not by_user:
             return
-        dropped_total = 0
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for user, messages in by_user.items():
-                listed = list(messages.values())
-                for start in range(0, len(listed), ADD_CHUNK):
-                    args: list[Any] = [self.cap, self.ttl_s]
-                    for message in listed[start : start + ADD_CHUNK]:
-                        args.extend((message.msg_id, message.ts, encode(message)))
-                    await self._add_and_trim(
-                        keys=[offline_key(user), body_key(user)], args=args, client=pipe
-                    )
-            results = await pipe.execute()
+        batch = ScriptPipeline(self.redis)
+        for user, messages in by_user.items():
+            listed = list(messages.values())
+            for start in range(0, len(listed), ADD_CHUNK):
+                args: list[Any] = [self.cap, self.ttl_s]
+                for message in listed[start : start + ADD_CHUNK]:
+                    args.extend((message.msg_id, message.ts, encode(message)))
+                batch.call(self._add_and_trim, [offline_key(user), body_key(user)], args)
+        results = await batch.execute()
         dropped_total = sum(int(dropped or 0) for dropped in results)
         if dropped_total:
             # The client finds these again by syncing the conversation from MySQL.
@@ -124,30 +122,46 @@ class OfflineStore:
 
     async def pending(self, user: str, limit: int | None = None) -> list[StoredMessage]:
         """The user's listed messages, oldest first (ts, then conversation, then seq)."""
-        zkey, hkey = offline_key(user), body_key(user)
         if limit is None:
-            async with self.redis.pipeline(transaction=False) as pipe:
-                pipe.zrange(zkey, 0, -1)
-                pipe.hgetall(hkey)
-                ids, bodies = await pipe.execute()
+            return (await self.pending_many([user]))[user]
+        if limit <= 0:
+            return []
+        zkey, hkey = offline_key(user), body_key(user)
+        head: list[Any] = await self.redis.zrange(zkey, 0, limit - 1, withscores=True)
+        if not head:
+            return []
+        wanted = [_text(member) for member, _ in head]
+        # Entries sharing the boundary score may sort differently by
+        # (conv_id, seq) than by member name: fetch them all, sort, then cut.
+        boundary = head[-1][1]
+        ties = await self.redis.zrangebyscore(zkey, boundary, boundary)
+        wanted = list(dict.fromkeys([*wanted, *(_text(t) for t in ties)]))
+        raw = await self.redis.hmget(hkey, wanted)
+        return self._decoded(user, wanted, raw)[:limit]
+
+    async def pending_many(self, users: Sequence[str]) -> dict[str, list[StoredMessage]]:
+        """Every listed message of each user, oldest first, in one round trip."""
+        wanted_users = list(dict.fromkeys(users))
+        if not wanted_users:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user in wanted_users:
+                pipe.zrange(offline_key(user), 0, -1)
+                pipe.hgetall(body_key(user))
+            replies = await pipe.execute()
+        found: dict[str, list[StoredMessage]] = {}
+        for position, user in enumerate(wanted_users):
+            ids, bodies = replies[2 * position], replies[2 * position + 1]
             wanted = [_text(i) for i in ids]
             by_id = {_text(k): v for k, v in bodies.items()}
-            raw = [by_id.get(msg_id) for msg_id in wanted]
-        else:
-            if limit <= 0:
-                return []
-            head: list[Any] = await self.redis.zrange(zkey, 0, limit - 1, withscores=True)
-            if not head:
-                return []
-            wanted = [_text(member) for member, _ in head]
-            # Entries sharing the boundary score may sort differently by
-            # (conv_id, seq) than by member name: fetch them all, sort, then cut.
-            boundary = head[-1][1]
-            ties = await self.redis.zrangebyscore(zkey, boundary, boundary)
-            wanted = list(dict.fromkeys([*wanted, *(_text(t) for t in ties)]))
-            raw = await self.redis.hmget(hkey, wanted)
+            found[user] = self._decoded(user, wanted, [by_id.get(i) for i in wanted])
+        return found
+
+    @staticmethod
+    def _decoded(user: str, msg_ids: list[str], bodies: list[Any]) -> list[StoredMessage]:
+        """The listed bodies decoded, oldest first; ids removed meanwhile are skipped."""
         messages = []
-        for msg_id, body in zip(wanted, raw, strict=True):
+        for msg_id, body in zip(msg_ids, bodies, strict=True):
             if body is None:
                 continue  # removed between the two reads
             try:
@@ -155,7 +169,7 @@ class OfflineStore:
             except msgspec.DecodeError:
                 log.error("offline list of %s holds an undecodable body for %s", user, msg_id)
         messages.sort(key=delivery_order)
-        return messages if limit is None else messages[:limit]
+        return messages
 
     async def remove(self, user: str, msg_ids: Sequence[str]) -> int:
         """Drop acknowledged messages; returns how many were listed."""
@@ -176,10 +190,10 @@ class OfflineStore:
         counts = [0] * len(items)
         if not chunks:
             return counts
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for _, keys, ids in chunks:
-                await self._remove(keys=keys, args=ids, client=pipe)
-            results = await pipe.execute()
+        batch = ScriptPipeline(self.redis)
+        for _, keys, ids in chunks:
+            batch.call(self._remove, keys, ids)
+        results = await batch.execute()
         for (index, _, _), removed in zip(chunks, results, strict=True):
             counts[index] += int(removed)
         return counts

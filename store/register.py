@@ -13,7 +13,7 @@ Keys (docs/architecture.md):
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -21,6 +21,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from schemas.errors import AuthError, ErrorCode
+from store.pipelined_scripts import ScriptPipeline
 
 ROUTE_PREFIX = "route:"
 CONNECTOR_PREFIX = "connector:"
@@ -79,6 +80,17 @@ class SessionRoute:
     device: str
     connector_id: str
     session_id: str
+
+
+@dataclass(frozen=True)
+class BindRequest:
+    """One login to bind: the device, the session taking it, the token's id if checked."""
+
+    user: str
+    device: str
+    connector_id: str
+    session_id: str
+    unless_revoked: str | None = None
 
 
 @dataclass(frozen=True)
@@ -160,17 +172,36 @@ class RegisterStore:
         is bound and ``AuthError(TOKEN_REVOKED)`` is raised (checked and bound
         atomically, in the same round trip).
         """
-        keys = [ROUTE_PREFIX + user]
-        if unless_revoked is not None:
-            keys.append(REVOKED_PREFIX + unless_revoked)
-        revoked, previous = await self._bind(
-            keys=keys, args=[device, _route_value(connector_id, session_id), self.route_ttl_s]
-        )
-        if int(revoked):
-            raise AuthError(ErrorCode.TOKEN_REVOKED, "token revoked")
-        if previous is None:
-            return None
-        return _parse_route(user, device, previous)
+        request = BindRequest(user, device, connector_id, session_id, unless_revoked)
+        (outcome,) = await self.bind_many([request])
+        if isinstance(outcome, AuthError):
+            raise outcome
+        return outcome
+
+    async def bind_many(
+        self, requests: Sequence[BindRequest]
+    ) -> list[SessionRoute | AuthError | None]:
+        """:meth:`bind_session` for many logins in one round trip.
+
+        Per request, in order: the route it replaced (or None), or the
+        ``AuthError`` of a revoked token (that request bound nothing).
+        """
+        batch = ScriptPipeline(self.redis)
+        for request in requests:
+            keys = [ROUTE_PREFIX + request.user]
+            if request.unless_revoked is not None:
+                keys.append(REVOKED_PREFIX + request.unless_revoked)
+            value = _route_value(request.connector_id, request.session_id)
+            batch.call(self._bind, keys, [request.device, value, self.route_ttl_s])
+        outcomes: list[SessionRoute | AuthError | None] = []
+        for request, (revoked, previous) in zip(requests, await batch.execute(), strict=True):
+            if int(revoked):
+                outcomes.append(AuthError(ErrorCode.TOKEN_REVOKED, "token revoked"))
+            elif previous is None:
+                outcomes.append(None)
+            else:
+                outcomes.append(_parse_route(request.user, request.device, previous))
+        return outcomes
 
     async def touch_routes(self, users: Iterable[str]) -> None:
         """Refresh the TTL of these users' route keys (the holder is still alive)."""
@@ -189,12 +220,10 @@ class RegisterStore:
         """:meth:`unbind_session` for many ``(user, device, session_id)``, pipelined."""
         removed = 0
         for chunk in _chunks(list(sessions)):
-            async with self.redis.pipeline(transaction=False) as pipe:
-                for user, device, session_id in chunk:
-                    await self._unbind(
-                        keys=[ROUTE_PREFIX + user], args=[device, session_id], client=pipe
-                    )
-                removed += sum(int(n) for n in await pipe.execute())
+            batch = ScriptPipeline(self.redis)
+            for user, device, session_id in chunk:
+                batch.call(self._unbind, [ROUTE_PREFIX + user], [device, session_id])
+            removed += sum(int(n) for n in await batch.execute())
         return removed
 
     async def routes(self, user: str) -> list[SessionRoute]:
