@@ -42,7 +42,7 @@ from schemas.protocol import Frame, Op, encode, read_frame
 from schemas.records import ClientMessage, PushRecord, StoredMessage
 from schemas.records import encode as encode_record
 from schemas.topics import msg_topic, push_topic
-from store.register import RegisterStore, SessionRoute
+from store.register import BindRequest, RegisterStore, SessionRoute
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,13 @@ class TokenVerifier(Protocol):
 
 
 class OfflineInbox(Protocol):
-    async def pending(self, user: str, limit: int | None = None) -> list[StoredMessage]: ...
+    async def pending(self, user: str) -> list[StoredMessage]: ...
     async def remove(self, user: str, msg_ids: Sequence[str]) -> int: ...
+
+
+class SessionRoutes(Protocol):
+    async def bind(self, request: BindRequest) -> SessionRoute | None: ...
+    async def unbind(self, user: str, device: str, session_id: str) -> None: ...
 
 
 class GroupMembership(Protocol):
@@ -111,6 +116,7 @@ class ClientServer:
         registry: SessionRegistry,
         pending: PendingSends,
         register: RegisterStore,
+        routes: SessionRoutes,
         tokens: TokenVerifier,
         offline: OfflineInbox,
         history: History,
@@ -122,6 +128,7 @@ class ClientServer:
         self.registry = registry
         self.pending = pending
         self.register = register
+        self.routes = routes
         self.tokens = tokens
         self.offline = offline
         self.history = history
@@ -245,7 +252,7 @@ class ClientServer:
         session.bound = False
         assert session.user and session.device and session.session_id
         try:
-            await self.register.unbind_session(session.user, session.device, session.session_id)
+            await self.routes.unbind(session.user, session.device, session.session_id)
         except BACKEND_ERRORS as error:
             # The route expires on its own (its TTL is no longer refreshed by us).
             log.warning("cannot unbind %s: %r", session, error)
@@ -280,9 +287,10 @@ class ClientServer:
         # the same Redis round trip (a revoked token binds nothing).
         claims = self.tokens.decode(request.token)
         session_id = uuid.uuid4().hex
-        previous = await self.register.bind_session(
+        login = BindRequest(
             claims.user, request.device, self.connector_id, session_id, unless_revoked=claims.jti
         )
+        previous = await self.routes.bind(login)
         session.user = claims.user
         session.device = request.device
         session.session_id = session_id

@@ -11,11 +11,11 @@ from redis.asyncio import BlockingConnectionPool, Redis
 
 from auth.tokens import TokenService
 from config.settings import Settings
-from connector.acks import CoalescingInbox
 from connector.http import make_app, serve
 from connector.kafka import Publisher, PushQueue, ensure_push_topic
 from connector.keepalive import IdleSweeper, Keepalive
 from connector.push_consumer import PushConsumer
+from connector.round_trips import CoalescingInbox, CoalescingRoutes
 from connector.sends import PendingSends
 from connector.server import ClientServer
 from connector.sessions import SessionRegistry
@@ -80,6 +80,7 @@ class ConnectorService:
             registry=self.registry,
             pending=self.pending,
             register=self.register,
+            routes=CoalescingRoutes(self.register),
             tokens=TokenService(settings, self.register),
             offline=CoalescingInbox(self.offline),
             history=history,
