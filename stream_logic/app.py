@@ -63,10 +63,14 @@ class _IdempotentProducer(faust_aiokafka.Producer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
+class _Consumer(RebalanceSafeConsumer):
+    fetch_max_wait_ms = settings.logic_fetch_max_wait_ms
+
+
 class _Transport(faust_aiokafka.Transport):
     # Keeps Faust from dropping records around a rebalance and reads again any
     # it still drops; they were lost for good (stream_logic/rebalance_safe_consumer.py).
-    Consumer = RebalanceSafeConsumer
+    Consumer = _Consumer
     Producer = _IdempotentProducer
 
 
