@@ -30,44 +30,65 @@ log = logging.getLogger(__name__)
 
 OFFLINE_PREFIX = "offline:"
 BODY_SUFFIX = ":body"
-# One script call per user carries at most this many messages.
+# One script call carries at most this many messages, and lists them for at
+# most this many users (a group message goes to every member's list at once).
 ADD_CHUNK = 500
+USERS_PER_ADD = 250
 
-# KEYS: zset, body hash. ARGV: cap, ttl_s, then (msg_id, score, body) triples.
-# ZADD NX keeps the first score of a message written twice (idempotent per msg_id).
-# Returns how many of the oldest entries were dropped to respect the cap.
+# KEYS: (zset, body hash) pairs, one pair per user. ARGV: cap, ttl_s, then
+# (msg_id, score, body) triples, each listed for every user: a message's body is
+# sent once however many recipients it has. ZADD NX keeps the first score of a
+# message written twice (idempotent per msg_id). Returns how many of the oldest
+# entries were dropped, over all users, to respect the cap.
 _ADD_AND_TRIM = """
 local cap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-for i = 3, #ARGV, 3 do
-    redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 1], ARGV[i])
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2])
-end
-local excess = redis.call('ZCARD', KEYS[1]) - cap
-if excess > 0 then
-    local dropped = redis.call('ZRANGE', KEYS[1], 0, excess - 1)
-    redis.call('ZREMRANGEBYRANK', KEYS[1], 0, excess - 1)
-    for start = 1, #dropped, 1000 do
-        redis.call('HDEL', KEYS[2], unpack(dropped, start, math.min(start + 999, #dropped)))
+local dropped_total = 0
+for k = 1, #KEYS, 2 do
+    local zset, bodies = KEYS[k], KEYS[k + 1]
+    for i = 3, #ARGV, 3 do
+        redis.call('ZADD', zset, 'NX', ARGV[i + 1], ARGV[i])
+        redis.call('HSET', bodies, ARGV[i], ARGV[i + 2])
     end
-else
-    excess = 0
+    local excess = redis.call('ZCARD', zset) - cap
+    if excess > 0 then
+        local dropped = redis.call('ZRANGE', zset, 0, excess - 1)
+        redis.call('ZREMRANGEBYRANK', zset, 0, excess - 1)
+        for start = 1, #dropped, 1000 do
+            redis.call('HDEL', bodies, unpack(dropped, start, math.min(start + 999, #dropped)))
+        end
+        dropped_total = dropped_total + excess
+    end
+    redis.call('EXPIRE', zset, ttl)
+    redis.call('EXPIRE', bodies, ttl)
 end
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('EXPIRE', KEYS[2], ttl)
-return excess
+return dropped_total
 """
 
 
-# KEYS: zset, body hash. ARGV: msg_ids. Both keys in one step, like MULTI/EXEC did,
-# but callable many times in one non-transactional pipeline (one round trip).
+# KEYS: (zset, body hash) pairs, one pair per user. ARGV: each user's number of
+# ids, then all the ids, user after user. Both keys of a user in one step, like
+# MULTI/EXEC did; all users of an ack flush in one call. Returns each user's
+# count of ids that were listed.
 _REMOVE = """
-local removed = redis.call('ZREM', KEYS[1], unpack(ARGV))
-redis.call('HDEL', KEYS[2], unpack(ARGV))
+local users = #KEYS / 2
+local removed = {}
+local at = users + 1
+for u = 1, users do
+    local n = tonumber(ARGV[u])
+    local count = 0
+    if n > 0 then
+        count = redis.call('ZREM', KEYS[2 * u - 1], unpack(ARGV, at, at + n - 1))
+        redis.call('HDEL', KEYS[2 * u], unpack(ARGV, at, at + n - 1))
+    end
+    removed[u] = count
+    at = at + n
+end
 return removed
 """
-# unpack() is bounded by Lua's stack: larger acks are split.
+# unpack() is bounded by Lua's stack: a user's larger acks are split.
 REMOVE_CHUNK = 1000
+USERS_PER_REMOVE = 500
 
 
 def offline_key(user: str) -> str:
@@ -98,20 +119,33 @@ class OfflineStore:
         self._remove = redis.register_script(_REMOVE)
 
     async def add_many(self, items: Sequence[tuple[str, StoredMessage]]) -> None:
-        """List each message for its user (idempotent per msg_id), cap and TTL applied."""
+        """List each message for its user (idempotent per msg_id), cap and TTL applied.
+
+        Users given the same messages (a group's members) share script calls.
+        """
         by_user: dict[str, dict[str, StoredMessage]] = defaultdict(dict)
         for user, message in items:
             by_user[user][message.msg_id] = message
         if not by_user:
             return
-        batch = ScriptPipeline(self.redis)
+        users_of: dict[tuple[str, ...], list[str]] = defaultdict(list)
         for user, messages in by_user.items():
-            listed = list(messages.values())
-            for start in range(0, len(listed), ADD_CHUNK):
+            users_of[tuple(messages)].append(user)
+        batch = ScriptPipeline(self.redis)
+        for msg_ids, users in users_of.items():
+            messages = by_user[users[0]]
+            for start in range(0, len(msg_ids), ADD_CHUNK):
                 args: list[Any] = [self.cap, self.ttl_s]
-                for message in listed[start : start + ADD_CHUNK]:
-                    args.extend((message.msg_id, message.ts, encode(message)))
-                batch.call(self._add_and_trim, [offline_key(user), body_key(user)], args)
+                for msg_id in msg_ids[start : start + ADD_CHUNK]:
+                    message = messages[msg_id]
+                    args.extend((msg_id, message.ts, encode(message)))
+                for first in range(0, len(users), USERS_PER_ADD):
+                    keys = [
+                        key
+                        for user in users[first : first + USERS_PER_ADD]
+                        for key in (offline_key(user), body_key(user))
+                    ]
+                    batch.call(self._add_and_trim, keys, args)
         results = await batch.execute()
         dropped_total = sum(int(dropped or 0) for dropped in results)
         if dropped_total:
@@ -180,22 +214,26 @@ class OfflineStore:
 
         Returns, per item, how many of its ids were listed.
         """
-        chunks: list[tuple[int, list[str], list[str]]] = []
+        entries: list[tuple[int, str, list[str]]] = []
         for index, (user, msg_ids) in enumerate(items):
             ids = list(dict.fromkeys(msg_ids))
             for start in range(0, len(ids), REMOVE_CHUNK):
-                chunks.append(
-                    (index, [offline_key(user), body_key(user)], ids[start : start + REMOVE_CHUNK])
-                )
+                entries.append((index, user, ids[start : start + REMOVE_CHUNK]))
         counts = [0] * len(items)
-        if not chunks:
+        if not entries:
             return counts
         batch = ScriptPipeline(self.redis)
-        for _, keys, ids in chunks:
-            batch.call(self._remove, keys, ids)
-        results = await batch.execute()
-        for (index, _, _), removed in zip(chunks, results, strict=True):
-            counts[index] += int(removed)
+        calls = []
+        for first in range(0, len(entries), USERS_PER_REMOVE):
+            part = entries[first : first + USERS_PER_REMOVE]
+            keys = [key for _, user, _ in part for key in (offline_key(user), body_key(user))]
+            args: list[Any] = [len(ids) for _, _, ids in part]
+            args.extend(msg_id for _, _, ids in part for msg_id in ids)
+            batch.call(self._remove, keys, args)
+            calls.append(part)
+        for part, removed in zip(calls, await batch.execute(), strict=True):
+            for (index, _, _), count in zip(part, removed, strict=True):
+                counts[index] += int(count)
         return counts
 
     async def count(self, user: str) -> int:

@@ -14,7 +14,7 @@ from schemas.records import StoredMessage
 from store.history import HistoryReader
 from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
-from store.offline import OfflineStore, body_key, offline_key
+from store.offline import REMOVE_CHUNK, USERS_PER_ADD, OfflineStore, body_key, offline_key
 from store.recent import RecentIndex, recent_key
 
 
@@ -88,6 +88,50 @@ async def test_offline_list_keeps_the_newest_when_over_the_cap(
     await store.add_many([(user, stored(conv, seq, 1_000 + seq)) for seq in range(1, 9)])
     assert [m.seq for m in await store.pending(user)] == [4, 5, 6, 7, 8]
     assert await redis.hlen(body_key(user)) == 5
+
+
+async def test_a_group_s_messages_are_listed_for_every_member_each_within_the_cap(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    store = OfflineStore(redis, settings.model_copy(update={"offline_max_per_user": 3}))
+    conv = f"g:{unique('group')}"
+    # More members than one script call takes, so the calls are split.
+    members = [unique(f"member{i}") for i in range(USERS_PER_ADD + 7)]
+    late = unique("late")
+    await store.add_many([(late, stored(conv, 1, 1_001))])
+    messages = [stored(conv, seq, 1_000 + seq) for seq in range(2, 6)]
+    await store.add_many([(user, m) for m in messages for user in [*members, late]])
+
+    for user in [members[0], members[USERS_PER_ADD], members[-1], late]:
+        assert [m.seq for m in await store.pending(user)] == [3, 4, 5]
+        assert await redis.hlen(body_key(user)) == 3
+        assert 0 < await redis.ttl(offline_key(user)) <= settings.offline_ttl_s
+    pending = await store.pending_many([members[1], unique("nobody")])
+    assert [m.seq for m in next(iter(pending.values()))] == [3, 4, 5]
+    assert list(pending.values())[1] == []
+
+
+async def test_acks_of_many_users_are_removed_together_each_counted_for_its_user(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    store = OfflineStore(redis, settings)
+    conv = f"g:{unique('group')}"
+    many = [stored(conv, seq, seq) for seq in range(1, REMOVE_CHUNK + 3)]
+    ann, ben, cid = unique("ann"), unique("ben"), unique("cid")
+    await store.add_many([(user, m) for m in many for user in (ann, ben)])
+    await store.add_many([(cid, many[0])])
+    counts = await store.remove_many(
+        [
+            (ann, [m.msg_id for m in many]),  # more than one call's share for one user
+            (ben, [many[0].msg_id, many[0].msg_id, "never-listed"]),
+            (cid, []),
+            (ben, [many[1].msg_id]),
+        ]
+    )
+    assert counts == [len(many), 1, 0, 1]
+    assert await store.count(ann) == 0 and await redis.hlen(body_key(ann)) == 0
+    assert [m.seq for m in await store.pending(ben)] == list(range(3, REMOVE_CHUNK + 3))
+    assert await store.count(cid) == 1
 
 
 async def test_recent_index_answers_only_ranges_it_holds(
