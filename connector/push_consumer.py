@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -119,8 +119,8 @@ class PushConsumer:
                 records.append(decode_push_record(value))
             except msgspec.DecodeError:
                 log.error("skipping undecodable push record: %r", value[:200])
-        for record in records:
-            metrics.push_records.labels(record.kind).inc()
+        for kind, count in Counter(record.kind for record in records).items():
+            metrics.push_records_of(kind).inc(count)
 
         inbox = [
             (user, record.message)
@@ -133,6 +133,7 @@ class PushConsumer:
 
         outgoing: dict[Session, list[bytes]] = defaultdict(list)
         kicks: list[tuple[Session, str]] = []
+        pushes = 0
         for record in records:
             if record.kind == "deliver" and record.message is not None:
                 frame = push_frame(record.message)
@@ -143,14 +144,14 @@ class PushConsumer:
                         if user == sender and session.device == record.exclude_device:
                             continue
                         outgoing[session].append(frame)
-                        metrics.frames_out.labels("PUSH").inc()
+                        pushes += 1
             elif record.kind == "broadcast" and record.message is not None:
                 # Everyone logged in here, now; broadcasts are not kept for offline users.
                 frame = push_frame(record.message)
                 for user in self.registry.users():
                     for session in self.registry.of_user(user):
                         outgoing[session].append(frame)
-                        metrics.frames_out.labels("PUSH").inc()
+                        pushes += 1
             elif record.kind == "send_result" and record.result is not None:
                 self._answer_send(record, outgoing)
             elif record.kind == "kick" and record.session_id:
@@ -160,6 +161,7 @@ class PushConsumer:
                 ):
                     kicks.append((target, record.reason or "logged_in_elsewhere"))
 
+        metrics.frames_out_of("PUSH").inc(pushes)
         for session, frames in outgoing.items():
             session.write_many(frames)
         for session, reason in kicks:
@@ -179,5 +181,5 @@ class PushConsumer:
                 error_frame(result.error_code, result.error_message or "send failed", request_id)
             )
         else:
-            metrics.frames_out.labels("SEND_ACK").inc()
+            metrics.frames_out_of("SEND_ACK").inc()
             outgoing[session].append(encode(Op.SEND_ACK, send_ack_body(record), request_id))

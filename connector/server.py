@@ -219,7 +219,7 @@ class ClientServer:
                 session.last_active = time.monotonic()
                 continue
             session.last_active = time.monotonic()
-            metrics.frames_in.labels(op_name(frame.op)).inc()
+            metrics.frames_in_of(op_name(frame.op)).inc()
             logging_in = not session.logged_in
             try:
                 await self._dispatch(session, frame)
@@ -262,7 +262,7 @@ class ClientServer:
         session.write(error_frame(code, message, request_id))
 
     def _reply(self, session: Session, op: Op, body: dict[str, Any], request_id: int) -> None:
-        metrics.frames_out.labels(op.name).inc()
+        metrics.frames_out_of(op.name).inc()
         session.write(encode(op, body, request_id))
 
     async def _dispatch(self, session: Session, frame: Frame) -> None:
@@ -349,7 +349,7 @@ class ClientServer:
         messages = await self.offline.pending(session.user)
         if messages:
             session.write_many([push_frame(message) for message in messages])
-            metrics.frames_out.labels("PUSH").inc(len(messages))
+            metrics.frames_out_of("PUSH").inc(len(messages))
 
     # --- logged-in requests
 

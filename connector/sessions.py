@@ -93,7 +93,7 @@ class Session:
     def kick(self, reason: str, *, reconnect: bool) -> None:
         """Tell the client why, then close."""
         self.write(kick_frame(reason, reconnect))
-        metrics.frames_out.labels("KICK").inc()
+        metrics.frames_out_of("KICK").inc()
         self.close()
 
     def __repr__(self) -> str:
