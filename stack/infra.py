@@ -207,6 +207,11 @@ class LocalInfra:
                 "yes",
                 "--appendfsync",
                 "everysec",
+                # Redis rewrites the AOF each time it doubles past 64 MB: under a group
+                # fan-out that was a fork and a ~40 MB rewrite every few seconds, CPU
+                # the pipeline needed (docs/operations.md, "Redis").
+                "--auto-aof-rewrite-min-size",
+                "512mb",
                 "--save",
                 "",
                 "--daemonize",
