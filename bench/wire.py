@@ -13,7 +13,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from client.sdk import ACK_BATCH_MAX
 from schemas.protocol import Frame, Op, encode, read_frame
+
+# Acks are batched the way the SDK batches them (client/sdk.py): sent 20 ms
+# after the first unacked push, or at once when ACK_BATCH_MAX are pending.
+ACK_DELAY_S = 0.02
 
 PushHandler = Callable[[dict[str, Any], int], None]
 AckHandler = Callable[[dict[str, Any], int], None]
@@ -34,6 +39,7 @@ class WireSession:
         self.errors: list[dict[str, Any]] = []
         self._reader_task: asyncio.Task[None] | None = None
         self._pending_push_acks: list[str] = []
+        self._ack_timer: asyncio.TimerHandle | None = None
 
     def next_request_id(self) -> int:
         self.request_id = (self.request_id + 1) & 0xFFFFFFFF or 1
@@ -61,7 +67,6 @@ class WireSession:
 
     async def _read_loop(self) -> None:
         assert self.reader is not None
-        flusher = asyncio.create_task(self._flush_acks_periodically())
         try:
             while True:
                 frame: Frame = await read_frame(self.reader)
@@ -70,8 +75,12 @@ class WireSession:
                     if self.on_push:
                         self.on_push(frame.body, now_ns)
                     self._pending_push_acks.append(frame.body["msg_id"])
-                    if len(self._pending_push_acks) >= 64:
+                    if len(self._pending_push_acks) >= ACK_BATCH_MAX:
                         self.flush_push_acks()
+                    elif self._ack_timer is None:
+                        self._ack_timer = asyncio.get_running_loop().call_later(
+                            ACK_DELAY_S, self.flush_push_acks
+                        )
                 elif frame.op == Op.SEND_ACK:
                     if self.on_ack:
                         self.on_ack(frame.body, now_ns)
@@ -79,16 +88,11 @@ class WireSession:
                     self.errors.append(frame.body)
         except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
             return
-        finally:
-            flusher.cancel()
-
-    async def _flush_acks_periodically(self) -> None:
-        # Acks are batched: one PUSH_ACK per 64 pushes or per 10 ms, whichever comes first.
-        while True:
-            await asyncio.sleep(0.01)
-            self.flush_push_acks()
 
     def flush_push_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self._pending_push_acks and self.writer is not None:
             self.writer.write(encode(Op.PUSH_ACK, {"msg_ids": self._pending_push_acks}))
             self._pending_push_acks = []
