@@ -7,7 +7,8 @@ sequencer one record and 1:1 messages keep their short path. Per batch, in
 steps of at most ``RECIPIENTS_PER_STEP`` recipients, in order:
 
 1. the member sets, from the Redis cache (store/groups.py; MySQL on a miss);
-2. the members' routes and their connectors' liveness, pipelined in slices;
+2. the members' routes, in slices, and their connectors' liveness (a live answer is
+   reused for a second, as in the sequencer: routing.ConnectorLiveness);
 3. offline lists for members with no live route, in slices of ``OFFLINE_SLICE``
    users (Redis runs other clients' commands between the slices);
 4. one ``deliver`` record per message and connector, listing its members there.
@@ -82,6 +83,8 @@ class GroupFanout:
         self.register = register
         self.offline = offline
         self.outputs = outputs
+        # Shared rule with the sequencer: a live answer is reused for a second.
+        self.liveness = routing.ConnectorLiveness(register)
 
     def decode(self, values: Sequence[bytes]) -> tuple[list[FanoutRecord], int]:
         """Decode the batch; a bad record is logged and skipped."""
@@ -151,7 +154,7 @@ class GroupFanout:
         for start in range(0, len(users), OFFLINE_SLICE):
             routes.update(await self.register.routes_many(users[start : start + OFFLINE_SLICE]))
         connectors = {r.connector_id for user_routes in routes.values() for r in user_routes}
-        alive = await self.register.alive_connectors(connectors) if connectors else set()
+        alive = await self.liveness.alive(connectors) if connectors else set()
         plan = routing.plan(deliveries, [], routes, alive)
 
         for start in range(0, len(plan.offline), OFFLINE_SLICE):
