@@ -93,7 +93,7 @@ class WireSession:
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
-        if self._pending_push_acks and self.writer is not None:
+        if self._pending_push_acks and self.writer is not None and not self.writer.is_closing():
             self.writer.write(encode(Op.PUSH_ACK, {"msg_ids": self._pending_push_acks}))
             self._pending_push_acks = []
 
@@ -123,6 +123,9 @@ class WireSession:
             self.writer.write(encode(Op.HEARTBEAT, {}, self.next_request_id()))
 
     async def close(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
         if self._reader_task:
             self._reader_task.cancel()
         if self.writer is not None:
