@@ -109,7 +109,8 @@ def main() -> None:
     rates = (
         [250, 500, 1000]
         if quick
-        else [250, 500, 750, 1000, 1250, 1500, 2000, 2500, 3000, 4000, 5000]
+        # Finer where the stack now saturates, so the figure is not rounded down.
+        else [250, 500, 750, 1000, 1100, 1200, 1300, 1400, 1500, 2000, 2500, 3000, 4000, 5000]
     )
     best: dict[str, Any] | None = None
     ramp = []
