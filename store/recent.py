@@ -17,12 +17,41 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from schemas.records import StoredMessage, decode_stored_message, encode
+from store.pipelined_scripts import ScriptPipeline
 
 log = logging.getLogger(__name__)
 
 RECENT_PREFIX = "recent:"
 # A conversation nobody wrote to for this long is served from MySQL alone.
 RECENT_TTL_S = 30 * 24 * 3600
+
+
+# One script call indexes a whole batch: four commands per conversation cost
+# redis-py more to pack and parse than Redis to run. KEYS: conversation keys.
+# ARGV: keep, ttl_s, then per key its count n and n (seq, member) pairs, oldest
+# first. Whatever holds the batch's seq range is replaced, so a re-write never
+# adds a twin: a conversation's messages reach the persister in seq order, so a
+# batch holds a run of them (a seq between two written ones is rewritten too or,
+# at worst, leaves a hole that sends readers to MySQL).
+_INDEX = """
+local keep = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local at = 3
+for _, key in ipairs(KEYS) do
+    local n = tonumber(ARGV[at])
+    local first, last = ARGV[at + 1], ARGV[at + 2 * n - 1]
+    redis.call('ZREMRANGEBYSCORE', key, first, last)
+    for i = at + 1, at + 2 * n - 1, 2 do
+        redis.call('ZADD', key, ARGV[i], ARGV[i + 1])
+    end
+    redis.call('ZREMRANGEBYRANK', key, 0, -(keep + 1))
+    redis.call('EXPIRE', key, ttl)
+    at = at + 2 * n + 1
+end
+return #KEYS
+"""
+# Conversations per script call (Redis runs other clients between calls).
+CONVERSATIONS_PER_CALL = 200
 
 
 def recent_key(conv_id: str) -> str:
@@ -35,6 +64,7 @@ class RecentIndex:
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self.redis = redis
         self.keep = settings.recent_per_conv
+        self._index = redis.register_script(_INDEX)
 
     async def add_many(self, messages: Sequence[StoredMessage]) -> None:
         """Index these messages (idempotent: one member per seq) and trim each conversation."""
@@ -43,19 +73,19 @@ class RecentIndex:
         by_conv: dict[str, dict[int, StoredMessage]] = defaultdict(dict)
         for message in messages:
             by_conv[message.conv_id][message.seq] = message
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for conv_id, by_seq in by_conv.items():
-                key = recent_key(conv_id)
+        batch = ScriptPipeline(self.redis)
+        conversations = list(by_conv.items())
+        for first in range(0, len(conversations), CONVERSATIONS_PER_CALL):
+            keys: list[str] = []
+            args: list[object] = [self.keep, RECENT_TTL_S]
+            for conv_id, by_seq in conversations[first : first + CONVERSATIONS_PER_CALL]:
                 newest = sorted(by_seq)[-self.keep :]
-                # Replace whatever holds these seqs, so a re-write never adds a twin. One
-                # range: a conversation's messages reach the persister in seq order, so a
-                # batch holds a run of them (a seq between two written ones is rewritten
-                # too or, at worst, leaves a hole that sends readers to MySQL).
-                pipe.zremrangebyscore(key, newest[0], newest[-1])
-                pipe.zadd(key, {encode(by_seq[seq]): seq for seq in newest})
-                pipe.zremrangebyrank(key, 0, -(self.keep + 1))
-                pipe.expire(key, RECENT_TTL_S)
-            await pipe.execute()
+                keys.append(recent_key(conv_id))
+                args.append(len(newest))
+                for seq in newest:
+                    args.extend((seq, encode(by_seq[seq])))
+            batch.call(self._index, keys, args)
+        await batch.execute()
 
     async def range(
         self, conv_id: str, after_seq: int, limit: int

@@ -151,6 +151,13 @@ async def test_recent_index_answers_only_ranges_it_holds(
     assert await index.range(conv, 2, 4) is None  # trimmed away: MySQL must answer
     assert await index.range(direct(unique("x"), unique("y")), 0, 4) is None
 
+    # Several conversations in one batch, each indexed and trimmed on its own.
+    other = direct(unique("c"), unique("d"))
+    await index.add_many([stored(other, seq, seq) for seq in (1, 2, 3)] + [stored(conv, 16, 16)])
+    assert await redis.zcard(recent_key(conv)) == 10  # seqs 7..16
+    mixed = await index.range(other, 0, 5)
+    assert mixed is not None and [m.seq for m in mixed[0]] == [1, 2, 3]
+
 
 async def test_history_pages_come_from_mysql_behind_the_cache(
     redis: Redis, pool: Any, settings: Settings, unique: Callable[[str], str]
