@@ -7,12 +7,13 @@ hands out only its own connectors and no other test's traffic mixes with it.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from redis.asyncio import Redis
 
 from config.settings import Settings
 from stack.processes import ManagedProcess, free_port, http_ok, python_module
@@ -20,6 +21,16 @@ from stack.testing import TestStack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "correct horse battery staple"
+
+
+@pytest.fixture
+async def redis(settings: Settings) -> AsyncIterator[Redis]:
+    """A client of the test stack's Redis, closed after the test."""
+    client = Redis.from_url(settings.redis_url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def isolated_redis_url(redis_url: str) -> str:

@@ -138,13 +138,6 @@ def start_connector(launch: Any, port: Callable[[], int], unique: Callable[[str]
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
 def register(redis: Redis, settings: Settings) -> RegisterStore:
     return RegisterStore(redis, settings)
 

@@ -32,15 +32,6 @@ def stored(conv: str, seq: int, ts: int, sender: str = "a", to: str = "b") -> St
 
 
 @pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture
 async def pool(settings: Settings) -> AsyncIterator[Any]:
     created = await create_pool(settings, maxsize=2)
     try:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
-import pytest
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -13,15 +12,6 @@ from store.pipelined_scripts import ScriptPipeline
 from store.register import BindRequest, RegisterStore
 
 _COUNT_UP = "return redis.call('INCRBY', KEYS[1], ARGV[1])"
-
-
-@pytest.fixture
-async def redis(settings: Settings) -> AsyncIterator[Redis]:
-    client = Redis.from_url(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_script_calls_and_plain_commands_reply_in_order(
