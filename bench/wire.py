@@ -14,11 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 from client.sdk import ACK_BATCH_MAX
-from schemas.protocol import Frame, Op, encode, read_frame
+from schemas.protocol import HEADER_LEN, Frame, Op, encode, parse_body, parse_header, read_frame
 
 # Acks are batched the way the SDK batches them (client/sdk.py): sent 20 ms
 # after the first unacked push, or at once when ACK_BATCH_MAX are pending.
 ACK_DELAY_S = 0.02
+READ_BYTES = 1 << 16
 
 PushHandler = Callable[[dict[str, Any], int], None]
 AckHandler = Callable[[dict[str, Any], int], None]
@@ -66,28 +67,48 @@ class WireSession:
         self._reader_task = asyncio.create_task(self._read_loop())
 
     async def _read_loop(self) -> None:
+        # Whatever one read returns is split into frames here: two readexactly
+        # awaits per frame cost the generator more CPU than the frames' handling
+        # (at group rates each process takes ~12,000 pushes/s).
         assert self.reader is not None
+        pending = bytearray()
         try:
             while True:
-                frame: Frame = await read_frame(self.reader)
+                chunk = await self.reader.read(READ_BYTES)
+                if not chunk:
+                    return
                 now_ns = time.time_ns()
-                if frame.op == Op.PUSH:
-                    if self.on_push:
-                        self.on_push(frame.body, now_ns)
-                    self._pending_push_acks.append(frame.body["msg_id"])
-                    if len(self._pending_push_acks) >= ACK_BATCH_MAX:
-                        self.flush_push_acks()
-                    elif self._ack_timer is None:
-                        self._ack_timer = asyncio.get_running_loop().call_later(
-                            ACK_DELAY_S, self.flush_push_acks
-                        )
-                elif frame.op == Op.SEND_ACK:
-                    if self.on_ack:
-                        self.on_ack(frame.body, now_ns)
-                elif frame.op == Op.ERROR:
-                    self.errors.append(frame.body)
-        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+                pending += chunk
+                start = 0
+                while len(pending) - start >= HEADER_LEN:
+                    header = parse_header(bytes(pending[start : start + HEADER_LEN]), 1 << 20)
+                    end = start + header.packet_len
+                    if end > len(pending):
+                        break
+                    self._on_frame(
+                        parse_body(header, bytes(pending[start + HEADER_LEN : end])), now_ns
+                    )
+                    start = end
+                del pending[:start]
+        except (ConnectionError, asyncio.CancelledError):
             return
+
+    def _on_frame(self, frame: Frame, now_ns: int) -> None:
+        if frame.op == Op.PUSH:
+            if self.on_push:
+                self.on_push(frame.body, now_ns)
+            self._pending_push_acks.append(frame.body["msg_id"])
+            if len(self._pending_push_acks) >= ACK_BATCH_MAX:
+                self.flush_push_acks()
+            elif self._ack_timer is None:
+                self._ack_timer = asyncio.get_running_loop().call_later(
+                    ACK_DELAY_S, self.flush_push_acks
+                )
+        elif frame.op == Op.SEND_ACK:
+            if self.on_ack:
+                self.on_ack(frame.body, now_ns)
+        elif frame.op == Op.ERROR:
+            self.errors.append(frame.body)
 
     def flush_push_acks(self) -> None:
         if self._ack_timer is not None:
