@@ -31,9 +31,12 @@ log = logging.getLogger(__name__)
 OFFLINE_PREFIX = "offline:"
 BODY_SUFFIX = ":body"
 # One script call carries at most this many messages, and lists them for at
-# most this many users (a group message goes to every member's list at once).
+# most this many users (a group message goes to every member's list at once),
+# and at most WRITES_PER_ADD (user, message) pairs: a script holds Redis for
+# its whole run, other clients' commands go between the calls.
 ADD_CHUNK = 500
 USERS_PER_ADD = 250
+WRITES_PER_ADD = 5_000
 
 # KEYS: (zset, body hash) pairs, one pair per user. ARGV: cap, ttl_s, then
 # (msg_id, score, body) triples, each listed for every user: a message's body is
@@ -136,13 +139,15 @@ class OfflineStore:
             messages = by_user[users[0]]
             for start in range(0, len(msg_ids), ADD_CHUNK):
                 args: list[Any] = [self.cap, self.ttl_s]
-                for msg_id in msg_ids[start : start + ADD_CHUNK]:
+                chunk = msg_ids[start : start + ADD_CHUNK]
+                for msg_id in chunk:
                     message = messages[msg_id]
                     args.extend((msg_id, message.ts, encode(message)))
-                for first in range(0, len(users), USERS_PER_ADD):
+                users_per_call = max(1, min(USERS_PER_ADD, WRITES_PER_ADD // len(chunk)))
+                for first in range(0, len(users), users_per_call):
                     keys = [
                         key
-                        for user in users[first : first + USERS_PER_ADD]
+                        for user in users[first : first + users_per_call]
                         for key in (offline_key(user), body_key(user))
                     ]
                     batch.call(self._add_and_trim, keys, args)

@@ -14,7 +14,14 @@ from schemas.records import StoredMessage
 from store.history import HistoryReader
 from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
-from store.offline import REMOVE_CHUNK, USERS_PER_ADD, OfflineStore, body_key, offline_key
+from store.offline import (
+    REMOVE_CHUNK,
+    USERS_PER_ADD,
+    WRITES_PER_ADD,
+    OfflineStore,
+    body_key,
+    offline_key,
+)
 from store.recent import RecentIndex, recent_key
 
 
@@ -100,6 +107,18 @@ async def test_a_group_s_messages_are_listed_for_every_member_each_within_the_ca
     pending = await store.pending_many([members[1], unique("nobody")])
     assert [m.seq for m in next(iter(pending.values()))] == [3, 4, 5]
     assert list(pending.values())[1] == []
+
+
+async def test_many_messages_for_many_users_are_split_into_bounded_calls_and_all_listed(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    store = OfflineStore(redis, settings)
+    conv = f"g:{unique('busy')}"
+    messages = [stored(conv, seq, seq) for seq in range(1, 301)]
+    users = [unique(f"u{i}") for i in range(WRITES_PER_ADD // len(messages) + 4)]
+    await store.add_many([(user, m) for m in messages for user in users])
+    for user in (users[0], users[-1]):
+        assert [m.seq for m in await store.pending(user)] == list(range(1, 301))
 
 
 async def test_acks_of_many_users_are_removed_together_each_counted_for_its_user(
