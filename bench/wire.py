@@ -110,10 +110,13 @@ class WireSession:
         elif frame.op == Op.ERROR:
             self.errors.append(frame.body)
 
-    def flush_push_acks(self) -> None:
+    def _cancel_ack_timer(self) -> None:
         if self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
+
+    def flush_push_acks(self) -> None:
+        self._cancel_ack_timer()
         if self._pending_push_acks and self.writer is not None and not self.writer.is_closing():
             self.writer.write(encode(Op.PUSH_ACK, {"msg_ids": self._pending_push_acks}))
             self._pending_push_acks = []
@@ -144,9 +147,7 @@ class WireSession:
             self.writer.write(encode(Op.HEARTBEAT, {}, self.next_request_id()))
 
     async def close(self) -> None:
-        if self._ack_timer is not None:
-            self._ack_timer.cancel()
-            self._ack_timer = None
+        self._cancel_ack_timer()
         if self._reader_task:
             self._reader_task.cancel()
         if self.writer is not None:

@@ -102,6 +102,11 @@ def body_key(user: str) -> str:
     return OFFLINE_PREFIX + user + BODY_SUFFIX
 
 
+def list_keys(users: Sequence[str]) -> list[str]:
+    """The (zset, body hash) key pair of each user, flat: the scripts' KEYS."""
+    return [key for user in users for key in (offline_key(user), body_key(user))]
+
+
 def delivery_order(message: StoredMessage) -> tuple[int, str, int]:
     """Oldest first; within one conversation (ts never decreases there) by seq."""
     return (message.ts, message.conv_id, message.seq)
@@ -145,12 +150,9 @@ class OfflineStore:
                     args.extend((msg_id, message.ts, encode(message)))
                 users_per_call = max(1, min(USERS_PER_ADD, WRITES_PER_ADD // len(chunk)))
                 for first in range(0, len(users), users_per_call):
-                    keys = [
-                        key
-                        for user in users[first : first + users_per_call]
-                        for key in (offline_key(user), body_key(user))
-                    ]
-                    batch.call(self._add_and_trim, keys, args)
+                    batch.call(
+                        self._add_and_trim, list_keys(users[first : first + users_per_call]), args
+                    )
         results = await batch.execute()
         dropped_total = sum(int(dropped or 0) for dropped in results)
         if dropped_total:
@@ -231,7 +233,7 @@ class OfflineStore:
         calls = []
         for first in range(0, len(entries), USERS_PER_REMOVE):
             part = entries[first : first + USERS_PER_REMOVE]
-            keys = [key for _, user, _ in part for key in (offline_key(user), body_key(user))]
+            keys = list_keys([user for _, user, _ in part])
             args: list[Any] = [len(ids) for _, _, ids in part]
             args.extend(msg_id for _, _, ids in part for msg_id in ids)
             batch.call(self._remove, keys, args)

@@ -30,9 +30,6 @@ class ScriptPipeline:
         self.pipe = redis.pipeline(transaction=False)
         self._script_calls: dict[int, tuple[AsyncScript, Sequence[Any], Sequence[Any]]] = {}
 
-    def __len__(self) -> int:
-        return len(self.pipe)
-
     def call(self, script: AsyncScript, keys: Sequence[Any], args: Sequence[Any]) -> None:
         """Queue one call of ``script``."""
         self._script_calls[len(self.pipe)] = (script, keys, args)

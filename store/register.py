@@ -61,7 +61,7 @@ return {0, previous}
 
 # Every route hash named in KEYS, as flat field/value lists, in one call: for a
 # group's members this replaces hundreds of HGETALLs whose per-reply handling
-# in redis-py was most of the fan-out's Redis time.
+# in redis-py was most of the fan-out's time spent on routes.
 _ROUTES_OF = """
 local found = {}
 for i, key in ipairs(KEYS) do found[i] = redis.call('HGETALL', key) end
