@@ -35,6 +35,7 @@ from stream_logic.fanout import GroupFanout
 from stream_logic.persistence import Persister
 from stream_logic.pipeline import ConversationStates, Incoming, MessagePipeline
 from stream_logic.rebalance_safe_consumer import RebalanceSafeConsumer
+from stream_logic.record_handover import TasklessDrain
 from stream_logic.retrying import until_done
 from stream_logic.runtime import Runtime
 from stream_logic.topics import ensure_topics
@@ -63,7 +64,7 @@ class _IdempotentProducer(faust_aiokafka.Producer):
         return {**super()._settings_extra(), "acks": "all", "enable_idempotence": True}
 
 
-class _Consumer(RebalanceSafeConsumer):
+class _Consumer(TasklessDrain, RebalanceSafeConsumer):
     fetch_max_wait_ms = settings.logic_fetch_max_wait_ms
 
 
@@ -105,6 +106,9 @@ app = LogicApp(
     broker_session_timeout=10.0,
     broker_heartbeat_interval=2.0,
     autodiscover=False,
+    # Faust's repaired Cython fast path: a stream takes events already in its
+    # buffer without awaiting the channel (and a timeout) for each one.
+    cython_optimizations=True,
 )
 
 # All three created by ensure_topics (stream_logic/topics.py) before the consumer starts.
