@@ -9,6 +9,7 @@ import sys
 
 import uvloop
 
+from config.garbage_collection import freeze_startup_heap
 from config.settings import Settings, load_settings
 from connector.service import ConnectorService
 
@@ -27,6 +28,7 @@ async def run(settings: Settings) -> None:
     except BaseException:
         await service.close()
         raise
+    freeze_startup_heap()  # config/garbage_collection.py
     await stop.wait()
     await service.drain()
 

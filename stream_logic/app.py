@@ -28,6 +28,7 @@ import faust
 import mode
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
+from config.garbage_collection import freeze_startup_heap
 from config.settings import load_settings
 from schemas.topics import fanout_topic
 from stream_logic.batching import event_batches
@@ -89,6 +90,12 @@ class LogicApp(faust.App):
         # Runs before the consumer subscribes: the topics must exist by then.
         await super().on_first_start()
         await ensure_topics(settings)
+
+    async def on_started_init_extra_services(self) -> None:
+        await super().on_started_init_extra_services()
+        # Start-up is over (tables recovered, agents running): keep its objects
+        # out of the collector's full walks (config/garbage_collection.py).
+        freeze_startup_heap()
 
 
 app = LogicApp(
