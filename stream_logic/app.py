@@ -67,6 +67,7 @@ class _IdempotentProducer(faust_aiokafka.Producer):
 
 class _Consumer(TasklessDrain, RebalanceSafeConsumer):
     fetch_max_wait_ms = settings.logic_fetch_max_wait_ms
+    fetch_min_bytes = settings.logic_fetch_min_bytes
 
 
 class _Transport(faust_aiokafka.Transport):
