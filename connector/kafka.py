@@ -12,6 +12,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 from config.settings import Settings
 from schemas.topics import push_topic
+from store.kafka_batches import PartitionBatches
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class Publisher:
             # No linger: the window below does the gathering.
             linger_ms=0,
         )
+        self._batches = PartitionBatches(self._producer)
         self.started = False
         self._waiting: list[tuple[str, str, bytes, asyncio.Future[object]]] = []
         self._sender: asyncio.Task[None] | None = None
@@ -90,19 +92,24 @@ class Publisher:
     async def _send_window(self) -> None:
         await asyncio.sleep(SEND_WINDOW_S)
         async with self._handing_over:
-            batch, self._waiting = self._waiting, []
+            window, self._waiting = self._waiting, []
             # Publishes from now on start the next window (it waits for this one).
             self._sender = None
-            for topic, key, value, done in batch:
-                try:
-                    # Does not yield while the buffer has room: the window's
-                    # records are drained into the same request.
-                    acked = await self._producer.send(topic, value=value, key=key.encode())
-                except Exception as error:  # buffer timeout, producer stopped
+            try:
+                sent = await self._batches.send(
+                    [(topic, key, value) for topic, key, value, _ in window]
+                )
+            except Exception as error:  # buffer timeout, producer stopped
+                # Some batches may have been handed over already: those senders
+                # get the error too, and their retry (same client_msg_id) is
+                # answered as a duplicate (docs/protocol.md, "Sending").
+                for *_, done in window:
                     if not done.done():
                         done.set_exception(error)
-                    continue
-                acked.add_done_callback(partial(_settle, done))
+                return
+            for acked, positions in sent:
+                for position in positions:
+                    acked.add_done_callback(partial(_settle, window[position][3]))
 
     async def publish_and_wait(self, topic: str, key: str, value: bytes) -> None:
         await (await self.publish(topic, key, value))

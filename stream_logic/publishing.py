@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaProducer
 
 from config.settings import Settings
-from schemas.topics import partition_for
+from store.kafka_batches import PartitionBatches
 
 # No lingering: ``publish`` hands a whole batch's records to the producer without
 # yielding to the loop, so its sender drains them all into one produce request
@@ -32,8 +32,7 @@ class OutputProducer:
         self.settings = settings
         self.client_id = client_id
         self._producer: AIOKafkaProducer | None = None
-        # Partition count per topic (topics are never repartitioned while running).
-        self._partitions: dict[str, int] = {}
+        self._batches: PartitionBatches | None = None
 
     @property
     def started(self) -> bool:
@@ -55,51 +54,23 @@ class OutputProducer:
             await producer.stop()
             raise
         self._producer = producer
+        self._batches = PartitionBatches(producer)
 
     async def stop(self) -> None:
         if self._producer is not None:
             producer, self._producer = self._producer, None
+            self._batches = None
             await producer.stop()
 
     async def publish(self, records: Sequence[tuple[str, str, bytes]]) -> None:
         """Send (topic, key, value) records; wait until Kafka has all of them.
 
-        Records are packed into one record batch per partition (aiokafka's batch
-        API: no future and partitioner call per record), in the order given, so
-        each partition gets them in that order. Partitions follow Kafka's default
-        partitioner, like every other producer of these topics.
+        Records are packed into one record batch per partition
+        (store/kafka_batches.py), in the order given, so each partition gets
+        them in that order.
         """
         if not records:
             return
-        producer = self._producer
-        assert producer is not None, "OutputProducer.start() first"
-        by_partition: dict[tuple[str, int], list[tuple[bytes, bytes]]] = {}
-        for topic, key, value in records:
-            key_bytes = key.encode()
-            partitions = self._partitions.get(topic)
-            if partitions is None:
-                partitions = self._partitions[topic] = len(await producer.partitions_for(topic))
-            partition = 0 if partitions == 1 else partition_for(key_bytes, partitions)
-            by_partition.setdefault((topic, partition), []).append((key_bytes, value))
-        deliveries = []
-        for (topic, partition), entries in by_partition.items():
-            batch = producer.create_batch()
-            for key_bytes, value in entries:
-                if batch.append(key=key_bytes, value=value, timestamp=None) is None:
-                    # Full: send it and start the next one (a single record larger
-                    # than a batch goes alone through send()).
-                    if batch.record_count():
-                        deliveries.append(
-                            await producer.send_batch(batch, topic, partition=partition)
-                        )
-                    batch = producer.create_batch()
-                    if batch.append(key=key_bytes, value=value, timestamp=None) is None:
-                        deliveries.append(
-                            await producer.send(
-                                topic, value=value, key=key_bytes, partition=partition
-                            )
-                        )
-                        batch = producer.create_batch()
-            if batch.record_count():
-                deliveries.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*deliveries)
+        assert self._batches is not None, "OutputProducer.start() first"
+        sent = await self._batches.send(records)
+        await asyncio.gather(*(delivery for delivery, _ in sent))
