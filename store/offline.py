@@ -1,15 +1,17 @@
 """Offline lists in Redis: what a user has not acknowledged yet (seed steps 9-12).
 
-Keys (docs/architecture.md):
+Key (docs/architecture.md): ``offline:{user}:body``, a hash msg_id →
+StoredMessage JSON. One field per listed message, written idempotently per
+msg_id; the order (ts, then conversation, then seq) is the messages' own, sorted
+at read time. A message stays listed until the client acks it (``remove``). The
+list is capped at ``IM_OFFLINE_MAX_PER_USER`` (the oldest are dropped; the
+client gets them back by syncing from MySQL) and expires ``IM_OFFLINE_TTL_S``
+after its last write. See docs/operations.md, "Offline lists".
 
-- ``offline:{user}`` zset msg_id → score = the message's server ts (ms);
-- ``offline:{user}:body`` hash msg_id → StoredMessage JSON.
-
-Both keys are written together by one Lua script, so a listed id always has its
-body. A message stays listed until the client acks it (``remove``). The list is
-capped at ``IM_OFFLINE_MAX_PER_USER`` (the oldest are dropped; the client gets
-them back by syncing from MySQL) and expires ``IM_OFFLINE_TTL_S`` after its last
-write. See docs/operations.md, "Offline lists".
+Until 2026-11-27 a zset ``offline:{user}`` (msg_id → ts) was kept beside the
+hash, for the order and the cap. It cost a skiplist insert and removal per
+delivery (with the hash, ~19 us of Redis time per group delivery); it is no
+longer written or read and expires with its TTL.
 """
 
 from __future__ import annotations
@@ -38,51 +40,36 @@ ADD_CHUNK = 500
 USERS_PER_ADD = 250
 WRITES_PER_ADD = 5_000
 
-# KEYS: (zset, body hash) pairs, one pair per user. ARGV: cap, ttl_s, then
-# (msg_id, score, body) triples, each listed for every user: a message's body is
-# sent once however many recipients it has. ZADD NX keeps the first score of a
-# message written twice (idempotent per msg_id). Returns how many of the oldest
-# entries were dropped, over all users, to respect the cap.
-_ADD_AND_TRIM = """
+# KEYS: one list per user. ARGV: cap, ttl_s, then (msg_id, body) pairs, each
+# listed for every user in one HSET: a message's body is sent once however many
+# recipients it has, and rewriting a listed msg_id changes nothing. Returns the
+# positions (1-based) of the users now over the cap; add_many trims those.
+_ADD = """
 local cap = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
-local dropped_total = 0
-for k = 1, #KEYS, 2 do
-    local zset, bodies = KEYS[k], KEYS[k + 1]
-    for i = 3, #ARGV, 3 do
-        redis.call('ZADD', zset, 'NX', ARGV[i + 1], ARGV[i])
-        redis.call('HSET', bodies, ARGV[i], ARGV[i + 2])
+local over = {}
+for k = 1, #KEYS do
+    redis.call('HSET', KEYS[k], unpack(ARGV, 3, #ARGV))
+    if redis.call('HLEN', KEYS[k]) > cap then
+        over[#over + 1] = k
     end
-    local excess = redis.call('ZCARD', zset) - cap
-    if excess > 0 then
-        local dropped = redis.call('ZRANGE', zset, 0, excess - 1)
-        redis.call('ZREMRANGEBYRANK', zset, 0, excess - 1)
-        for start = 1, #dropped, 1000 do
-            redis.call('HDEL', bodies, unpack(dropped, start, math.min(start + 999, #dropped)))
-        end
-        dropped_total = dropped_total + excess
-    end
-    redis.call('EXPIRE', zset, ttl)
-    redis.call('EXPIRE', bodies, ttl)
+    redis.call('EXPIRE', KEYS[k], ttl)
 end
-return dropped_total
+return over
 """
 
 
-# KEYS: (zset, body hash) pairs, one pair per user. ARGV: each user's number of
-# ids, then all the ids, user after user. Both keys of a user in one step, like
-# MULTI/EXEC did; all users of an ack flush in one call. Returns each user's
+# KEYS: one list per user. ARGV: each user's number of ids, then all the ids,
+# user after user. All users of an ack flush in one call. Returns each user's
 # count of ids that were listed.
 _REMOVE = """
-local users = #KEYS / 2
 local removed = {}
-local at = users + 1
-for u = 1, users do
+local at = #KEYS + 1
+for u = 1, #KEYS do
     local n = tonumber(ARGV[u])
     local count = 0
     if n > 0 then
-        count = redis.call('ZREM', KEYS[2 * u - 1], unpack(ARGV, at, at + n - 1))
-        redis.call('HDEL', KEYS[2 * u], unpack(ARGV, at, at + n - 1))
+        count = redis.call('HDEL', KEYS[u], unpack(ARGV, at, at + n - 1))
     end
     removed[u] = count
     at = at + n
@@ -95,25 +82,18 @@ USERS_PER_REMOVE = 500
 
 
 def offline_key(user: str) -> str:
-    return OFFLINE_PREFIX + user
-
-
-def body_key(user: str) -> str:
+    """The user's offline list (named for the body hash it always was)."""
     return OFFLINE_PREFIX + user + BODY_SUFFIX
 
 
-def list_keys(users: Sequence[str]) -> list[str]:
-    """The (zset, body hash) key pair of each user, flat: the scripts' KEYS."""
-    return [key for user in users for key in (offline_key(user), body_key(user))]
+def retired_order_key(user: str) -> str:
+    """The zset kept beside the list until 2026-11-27; no longer written or read."""
+    return OFFLINE_PREFIX + user
 
 
 def delivery_order(message: StoredMessage) -> tuple[int, str, int]:
     """Oldest first; within one conversation (ts never decreases there) by seq."""
     return (message.ts, message.conv_id, message.seq)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes | bytearray) else str(value)
 
 
 class OfflineStore:
@@ -123,7 +103,7 @@ class OfflineStore:
         self.redis = redis
         self.cap = settings.offline_max_per_user
         self.ttl_s = settings.offline_ttl_s
-        self._add_and_trim = redis.register_script(_ADD_AND_TRIM)
+        self._add = redis.register_script(_ADD)
         self._remove = redis.register_script(_REMOVE)
 
     async def add_many(self, items: Sequence[tuple[str, StoredMessage]]) -> None:
@@ -140,21 +120,37 @@ class OfflineStore:
         for user, messages in by_user.items():
             users_of[tuple(messages)].append(user)
         batch = ScriptPipeline(self.redis)
+        calls: list[list[str]] = []
         for msg_ids, users in users_of.items():
             messages = by_user[users[0]]
             for start in range(0, len(msg_ids), ADD_CHUNK):
                 args: list[Any] = [self.cap, self.ttl_s]
                 chunk = msg_ids[start : start + ADD_CHUNK]
                 for msg_id in chunk:
-                    message = messages[msg_id]
-                    args.extend((msg_id, message.ts, encode(message)))
+                    args.extend((msg_id, encode(messages[msg_id])))
                 users_per_call = max(1, min(USERS_PER_ADD, WRITES_PER_ADD // len(chunk)))
                 for first in range(0, len(users), users_per_call):
-                    batch.call(
-                        self._add_and_trim, list_keys(users[first : first + users_per_call]), args
-                    )
-        results = await batch.execute()
-        dropped_total = sum(int(dropped or 0) for dropped in results)
+                    part = users[first : first + users_per_call]
+                    batch.call(self._add, [offline_key(user) for user in part], args)
+                    calls.append(part)
+        over_cap = {
+            part[position - 1]
+            for part, over in zip(calls, await batch.execute(), strict=True)
+            for position in over
+        }
+        if over_cap:
+            await self._trim(sorted(over_cap))
+
+    async def _trim(self, users: Sequence[str]) -> None:
+        """Drop the oldest messages of lists over the cap (rare: a user away for long)."""
+        dropped_total = 0
+        for user, messages in (await self.pending_many(users)).items():
+            excess = len(messages) - self.cap
+            if excess > 0:
+                # An ack removing one of these meanwhile only makes HDEL count fewer.
+                dropped_total += int(
+                    await self.redis.hdel(offline_key(user), *(m.msg_id for m in messages[:excess]))
+                )
         if dropped_total:
             # The client finds these again by syncing the conversation from MySQL.
             log.warning(
@@ -163,22 +159,8 @@ class OfflineStore:
 
     async def pending(self, user: str, limit: int | None = None) -> list[StoredMessage]:
         """The user's listed messages, oldest first (ts, then conversation, then seq)."""
-        if limit is None:
-            return (await self.pending_many([user]))[user]
-        if limit <= 0:
-            return []
-        zkey, hkey = offline_key(user), body_key(user)
-        head: list[Any] = await self.redis.zrange(zkey, 0, limit - 1, withscores=True)
-        if not head:
-            return []
-        wanted = [_text(member) for member, _ in head]
-        # Entries sharing the boundary score may sort differently by
-        # (conv_id, seq) than by member name: fetch them all, sort, then cut.
-        boundary = head[-1][1]
-        ties = await self.redis.zrangebyscore(zkey, boundary, boundary)
-        wanted = list(dict.fromkeys([*wanted, *(_text(t) for t in ties)]))
-        raw = await self.redis.hmget(hkey, wanted)
-        return self._decoded(user, wanted, raw)[:limit]
+        messages = (await self.pending_many([user]))[user]
+        return messages if limit is None else messages[: max(limit, 0)]
 
     async def pending_many(self, users: Sequence[str]) -> dict[str, list[StoredMessage]]:
         """Every listed message of each user, oldest first, in one round trip."""
@@ -187,28 +169,22 @@ class OfflineStore:
             return {}
         async with self.redis.pipeline(transaction=False) as pipe:
             for user in wanted_users:
-                pipe.zrange(offline_key(user), 0, -1)
-                pipe.hgetall(body_key(user))
+                pipe.hgetall(offline_key(user))
             replies = await pipe.execute()
-        found: dict[str, list[StoredMessage]] = {}
-        for position, user in enumerate(wanted_users):
-            ids, bodies = replies[2 * position], replies[2 * position + 1]
-            wanted = [_text(i) for i in ids]
-            by_id = {_text(k): v for k, v in bodies.items()}
-            found[user] = self._decoded(user, wanted, [by_id.get(i) for i in wanted])
-        return found
+        return {
+            user: self._decoded(user, bodies)
+            for user, bodies in zip(wanted_users, replies, strict=True)
+        }
 
     @staticmethod
-    def _decoded(user: str, msg_ids: list[str], bodies: list[Any]) -> list[StoredMessage]:
-        """The listed bodies decoded, oldest first; ids removed meanwhile are skipped."""
+    def _decoded(user: str, bodies: dict[Any, Any]) -> list[StoredMessage]:
+        """The listed bodies decoded, oldest first."""
         messages = []
-        for msg_id, body in zip(msg_ids, bodies, strict=True):
-            if body is None:
-                continue  # removed between the two reads
+        for msg_id, body in bodies.items():
             try:
                 messages.append(decode_stored_message(body))
             except msgspec.DecodeError:
-                log.error("offline list of %s holds an undecodable body for %s", user, msg_id)
+                log.error("offline list of %s holds an undecodable body for %r", user, msg_id)
         messages.sort(key=delivery_order)
         return messages
 
@@ -233,7 +209,7 @@ class OfflineStore:
         calls = []
         for first in range(0, len(entries), USERS_PER_REMOVE):
             part = entries[first : first + USERS_PER_REMOVE]
-            keys = list_keys([user for _, user, _ in part])
+            keys = [offline_key(user) for _, user, _ in part]
             args: list[Any] = [len(ids) for _, _, ids in part]
             args.extend(msg_id for _, _, ids in part for msg_id in ids)
             batch.call(self._remove, keys, args)
@@ -245,4 +221,4 @@ class OfflineStore:
 
     async def count(self, user: str) -> int:
         """How many messages wait for ``user``."""
-        return int(await self.redis.zcard(offline_key(user)))
+        return int(await self.redis.hlen(offline_key(user)))

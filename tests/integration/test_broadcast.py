@@ -28,7 +28,7 @@ from schemas.records import ClientMessage
 from schemas.records import encode as encode_record
 from store.groups import GroupStore
 from store.mysql import close_pool, create_pool
-from store.offline import OfflineStore, body_key, offline_key
+from store.offline import OfflineStore, offline_key
 from tests.integration.conftest import own_deployment
 
 QUIET_S = 1.0  # how long we listen to be sure nothing more arrives
@@ -253,4 +253,4 @@ async def test_the_senders_other_devices_get_a_copy_and_the_sending_device_only_
         async with cluster.mysql.acquire() as conn, conn.cursor() as cur:
             await cur.execute("DELETE FROM chat_groups WHERE group_id = %s", (team.group_id,))
         await groups.invalidate(team.group_id)
-        await cluster.redis.delete(offline_key(ann), body_key(ann), offline_key(ben), body_key(ben))
+        await cluster.redis.delete(offline_key(ann), offline_key(ben))

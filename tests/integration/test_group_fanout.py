@@ -33,7 +33,7 @@ from store.groups import GroupStore
 from store.history import HistoryReader
 from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
-from store.offline import OfflineStore, body_key, offline_key
+from store.offline import OfflineStore, offline_key
 from store.register import ConnectorInfo, RegisterStore
 from tests.integration.conftest import own_deployment
 
@@ -248,7 +248,7 @@ async def drop_group(d: Deployment, group_id: str, users: list[str]) -> None:
     await d.groups.invalidate(group_id)
     for start in range(0, len(users), 500):
         chunk = users[start : start + 500]
-        await d.redis.delete(*[offline_key(u) for u in chunk], *[body_key(u) for u in chunk])
+        await d.redis.delete(*[offline_key(u) for u in chunk])
 
 
 async def test_group_of_four_across_two_connectors_with_one_member_offline(
@@ -356,7 +356,7 @@ async def test_system_messages_carry_their_data_to_push_offline_list_and_archive
         page, _ = await HistoryReader(d.redis, d.mysql, d.settings).page(system(away), 0, 10)
         assert [m.data for m in page] == [payload]
     finally:
-        await d.redis.delete(offline_key(away), body_key(away))
+        await d.redis.delete(offline_key(away))
 
 
 async def test_a_broadcast_reaches_each_live_connector_once_and_no_offline_list(
@@ -454,7 +454,7 @@ async def test_a_5000_member_group_does_not_stall_one_to_one_traffic(
         # ... the others on their offline lists.
         async with d.redis.pipeline(transaction=False) as pipe:
             for user in offline:
-                pipe.zcard(offline_key(user))
+                pipe.hlen(offline_key(user))
             counts = await pipe.execute()
         assert set(counts) == {group_messages}
         assert await d.offline.count(owner) == 0

@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 
 from config.settings import Settings
 from schemas.conversations import direct, message_id
-from schemas.records import StoredMessage
+from schemas.records import StoredMessage, encode
 from store.history import HistoryReader
 from store.messages import MessageArchive
 from store.mysql import close_pool, create_pool
@@ -19,8 +19,8 @@ from store.offline import (
     USERS_PER_ADD,
     WRITES_PER_ADD,
     OfflineStore,
-    body_key,
     offline_key,
+    retired_order_key,
 )
 from store.recent import RecentIndex, recent_key
 
@@ -74,7 +74,7 @@ async def test_offline_list_is_ordered_idempotent_and_emptied_by_acks(
     assert await store.remove(user, [pending[0].msg_id, pending[1].msg_id, "unknown"]) == 2
     assert [m.msg_id for m in await store.pending(user)] == [m.msg_id for m in pending[2:]]
     assert 0 < await redis.ttl(offline_key(user)) <= settings.offline_ttl_s
-    assert 0 < await redis.ttl(body_key(user)) <= settings.offline_ttl_s
+    assert not await redis.exists(retired_order_key(user))  # one key per list now
 
 
 async def test_offline_list_keeps_the_newest_when_over_the_cap(
@@ -85,7 +85,24 @@ async def test_offline_list_keeps_the_newest_when_over_the_cap(
     conv = direct(user, unique("alice"))
     await store.add_many([(user, stored(conv, seq, 1_000 + seq)) for seq in range(1, 9)])
     assert [m.seq for m in await store.pending(user)] == [4, 5, 6, 7, 8]
-    assert await redis.hlen(body_key(user)) == 5
+    assert await redis.hlen(offline_key(user)) == 5
+
+
+async def test_a_list_written_with_the_retired_order_zset_is_still_read_and_emptied(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    # How lists were written before 2026-11-27: the body hash plus a zset of ts.
+    store = OfflineStore(redis, settings)
+    user = unique("bob")
+    conv = direct(user, unique("alice"))
+    old = [stored(conv, seq, 1_000 + seq) for seq in (1, 2)]
+    await redis.hset(offline_key(user), mapping={m.msg_id: encode(m) for m in old})
+    await redis.zadd(retired_order_key(user), {m.msg_id: m.ts for m in old})
+
+    await store.add_many([(user, stored(conv, 3, 1_003))])
+    assert [m.seq for m in await store.pending(user)] == [1, 2, 3]
+    assert await store.remove(user, [m.msg_id for m in old]) == 2
+    assert [m.seq for m in await store.pending(user)] == [3]
 
 
 async def test_a_group_s_messages_are_listed_for_every_member_each_within_the_cap(
@@ -102,7 +119,7 @@ async def test_a_group_s_messages_are_listed_for_every_member_each_within_the_ca
 
     for user in [members[0], members[USERS_PER_ADD], members[-1], late]:
         assert [m.seq for m in await store.pending(user)] == [3, 4, 5]
-        assert await redis.hlen(body_key(user)) == 3
+        assert await redis.hlen(offline_key(user)) == 3
         assert 0 < await redis.ttl(offline_key(user)) <= settings.offline_ttl_s
     pending = await store.pending_many([members[1], unique("nobody")])
     assert [m.seq for m in next(iter(pending.values()))] == [3, 4, 5]
@@ -139,7 +156,7 @@ async def test_acks_of_many_users_are_removed_together_each_counted_for_its_user
         ]
     )
     assert counts == [len(many), 1, 0, 1]
-    assert await store.count(ann) == 0 and await redis.hlen(body_key(ann)) == 0
+    assert await store.count(ann) == 0 and await redis.hlen(offline_key(ann)) == 0
     assert [m.seq for m in await store.pending(ben)] == list(range(3, REMOVE_CHUNK + 3))
     assert await store.count(cid) == 1
 
