@@ -28,7 +28,15 @@ P99_GOAL_MS = 100.0
 MESSAGE_BYTES = 300  # about the size of a 1:1 record on the msg topic
 # The full run's 1:1 ramp: finer where the stack now saturates (1,500-2,000
 # msgs/s), so the figure is not rounded down to the step below.
+# Group messages/s offered to the 500-member group (x 499 deliveries each).
+GROUP_RATES = (100, 130, 160, 200)
 RAMP_RATES = (250, 500, 750, 1000, 1250, *range(1500, 2001, 100), 2250, 2500, 3000, 4000, 5000)
+
+
+def _kept_up(group_step: dict[str, Any]) -> bool:
+    """Whether a group step delivered everything, at >= 95% of the offered deliveries/s."""
+    offered = group_step["offered_msgs_s"] * (group_step["members"] - 1)
+    return not group_step["lost"] and group_step["deliveries_s"] >= 0.95 * offered
 
 
 def say(text: str) -> None:
@@ -162,25 +170,50 @@ def main() -> None:
     )
 
     say("group fan-out: one group of 500 members over two connectors")
-    group = run_group(
-        GroupSpec(
-            members=500,
-            rate=20 if quick else 100,
-            duration_s=5 if quick else 15,
-            processes=4,
-            connectors=(
-                ("127.0.0.1", settings.connector_port),
-                ("127.0.0.1", settings.connector_port + 1),
-            ),
+    # A fixed offered rate would cap the figure at that rate: step up until the
+    # stack no longer keeps up.
+    steps = []
+    for rate in (20,) if quick else GROUP_RATES:
+        step = run_group(
+            GroupSpec(
+                members=500,
+                rate=rate,
+                duration_s=5 if quick else 15,
+                processes=4,
+                connectors=(
+                    ("127.0.0.1", settings.connector_port),
+                    ("127.0.0.1", settings.connector_port + 1),
+                ),
+            )
         )
+        summary = step["summary"]
+        steps.append(step)
+        say(
+            f"group at {rate} msgs/s ({rate * 499:,} deliveries/s offered): "
+            f"{summary['deliveries_s']} deliveries/s, p50 {summary['p50_ms']} ms, "
+            f"p99 {summary['p99_ms']} ms, lost {summary['lost']}, dup {summary['duplicates']}"
+        )
+        if not _kept_up(summary):
+            break
+    # The figure: the best step that kept up (the first step if none did).
+    group = max(
+        [step for step in steps if _kept_up(step["summary"])] or steps[:1],
+        key=lambda step: step["summary"]["deliveries_s"],
     )
-    results["group"] = group["summary"]
+    results["group"] = {
+        **group["summary"],
+        "steps": [step["summary"] for step in steps],
+        # Every step's losses and duplicates count, not only the best one's.
+        "lost": sum(step["summary"]["lost"] for step in steps),
+        "duplicates": sum(step["summary"]["duplicates"] for step in steps),
+    }
     charts["latencies"]["group send-to-receive"] = group["latencies"]
     charts["timelines"]["group deliveries"] = group["timeline"]
-    summary = group["summary"]
+    summary = results["group"]
     say(
-        f"group: {summary['deliveries_s']} deliveries/s, p50 {summary['p50_ms']} ms, "
-        f"p99 {summary['p99_ms']} ms, lost {summary['lost']}, dup {summary['duplicates']}"
+        f"group: {summary['deliveries_s']} deliveries/s at {summary['offered_msgs_s']} msgs/s, "
+        f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, "
+        f"lost {summary['lost']}, dup {summary['duplicates']}"
     )
 
     say("idle connections on one (fresh) connector")
