@@ -83,7 +83,7 @@ class Settings(BaseSettings):
     logic_app_id: str = "mmim-logic"
     logic_web_port: Port = 6066
     logic_batch_size: int = Field(500, ge=1)
-    logic_batch_linger_s: float = Field(0.005, ge=0, le=1)
+    logic_batch_linger_s: float = Field(0.001, ge=0, le=1)
     logic_fetch_max_wait_ms: int = Field(10, ge=1, le=1500)
     logic_fetch_min_bytes: int = Field(16_384, ge=1, le=52_428_800)
     recent_per_conv: int = Field(200, ge=0)
