@@ -7,22 +7,13 @@ import secrets
 from collections import defaultdict
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from config.settings import Settings
 from schemas.topics import partition_for
 from store.kafka_batches import PartitionBatches
+from tests.integration.conftest import create_topic
 
 PARTITIONS = 4
-
-
-async def _create_topic(settings: Settings, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=PARTITIONS, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def _read_all(settings: Settings, topic: str, count: int) -> list[tuple[int, bytes, bytes]]:
@@ -45,7 +36,7 @@ async def _read_all(settings: Settings, topic: str, count: int) -> list[tuple[in
 
 async def test_records_land_in_kafkas_partitions_in_the_given_order(settings: Settings) -> None:
     topic = f"test.batches.{secrets.token_hex(4)}"
-    await _create_topic(settings, topic)
+    await create_topic(settings, topic, PARTITIONS)
     producer = AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True
     )

@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Callable
 import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -21,17 +20,9 @@ from schemas.conversations import BROADCAST, group, system
 from schemas.records import ClientMessage, decode_client_message
 from store.groups import GroupStore
 from store.mysql import close_pool, create_pool
+from tests.integration.conftest import create_topic
 
 KEY = "push-test-key"
-
-
-async def create_topic(settings: Settings, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, 2, 1)])
-    finally:
-        await admin.close()
 
 
 async def read_topic(
@@ -86,7 +77,7 @@ async def test_pushes_reach_the_msg_topic_as_system_messages(
     unique: Callable[[str], str],
 ) -> None:
     topic = unique("test.push.msg")
-    await create_topic(settings, topic)
+    await create_topic(settings, topic, 2)
     url = start_push(launch, port, IM_MSG_TOPIC=topic)
     ann, ben = unique("ann"), unique("ben")
     team = await groups.create("Team", ann)
@@ -145,7 +136,7 @@ async def test_bad_keys_are_401_and_each_key_is_rate_limited(
     unique: Callable[[str], str],
 ) -> None:
     topic = unique("test.push.msg")
-    await create_topic(settings, topic)
+    await create_topic(settings, topic, 2)
     url = start_push(launch, port, IM_MSG_TOPIC=topic, IM_PUSH_RATE_PER_S="0.2")
     body = {"user_ids": [unique("cat")], "text": "hi"}
 

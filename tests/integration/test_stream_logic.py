@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
 from config.settings import Settings
@@ -35,7 +35,7 @@ from store.mysql import close_pool, create_pool
 from store.offline import OfflineStore
 from store.register import ConnectorInfo, RegisterStore
 from stream_logic.rebalance_safe_consumer import ActivePartitions, seek_to_committed_or_start
-from tests.integration.conftest import own_deployment
+from tests.integration.conftest import create_topic, own_deployment
 
 TEST_PARTITIONS = 4
 
@@ -148,15 +148,6 @@ class PushReader:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting for {what}")
             await asyncio.sleep(0.2)
-
-
-async def create_topic(settings: Settings, name: str, partitions: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=partitions, replication_factor=1)])
-    finally:
-        await admin.close()
 
 
 async def delete_topics(settings: Settings, tag: str) -> None:
