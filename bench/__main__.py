@@ -28,9 +28,11 @@ P99_GOAL_MS = 100.0
 MESSAGE_BYTES = 300  # about the size of a 1:1 record on the msg topic
 # The full run's 1:1 ramp: finer where the stack now saturates (1,500-2,000
 # msgs/s), so the figure is not rounded down to the step below.
-# Group messages/s offered to the 500-member group (x 499 deliveries each).
-GROUP_RATES = (100, 130, 160, 200)
 RAMP_RATES = (250, 500, 750, 1000, 1250, *range(1500, 2001, 100), 2250, 2500, 3000, 4000, 5000)
+# The group's size, and the group messages/s the full run offers it (each one
+# is delivered to every member but its sender).
+GROUP_MEMBERS = 500
+GROUP_RATES = (100, 130, 160, 200)
 
 
 def _kept_up(group_step: dict[str, Any]) -> bool:
@@ -169,14 +171,14 @@ def main() -> None:
         f"{storm['failures']} failed)"
     )
 
-    say("group fan-out: one group of 500 members over two connectors")
+    say(f"group fan-out: one group of {GROUP_MEMBERS} members over two connectors")
     # A fixed offered rate would cap the figure at that rate: step up until the
     # stack no longer keeps up.
     steps = []
     for rate in (20,) if quick else GROUP_RATES:
         step = run_group(
             GroupSpec(
-                members=500,
+                members=GROUP_MEMBERS,
                 rate=rate,
                 duration_s=5 if quick else 15,
                 processes=4,
@@ -189,7 +191,7 @@ def main() -> None:
         summary = step["summary"]
         steps.append(step)
         say(
-            f"group at {rate} msgs/s ({rate * 499:,} deliveries/s offered): "
+            f"group at {rate} msgs/s ({rate * (GROUP_MEMBERS - 1):,} deliveries/s offered): "
             f"{summary['deliveries_s']} deliveries/s, p50 {summary['p50_ms']} ms, "
             f"p99 {summary['p99_ms']} ms, lost {summary['lost']}, dup {summary['duplicates']}"
         )

@@ -52,23 +52,21 @@ class PartitionBatches:
             in_batch: list[int] = []
             for position in positions:
                 value = records[position][2]
-                if batch.append(key=keys[position], value=value, timestamp=None) is not None:
-                    in_batch.append(position)
-                    continue
-                # Full: send it and start the next one.
-                if in_batch:
-                    sent.append(
-                        (await producer.send_batch(batch, topic, partition=partition), in_batch)
-                    )
-                batch, in_batch = producer.create_batch(), []
-                if batch.append(key=keys[position], value=value, timestamp=None) is not None:
-                    in_batch.append(position)
-                else:
-                    alone = await producer.send(
-                        topic, value=value, key=keys[position], partition=partition
-                    )
-                    sent.append((alone, [position]))
-                    batch = producer.create_batch()
+                if batch.append(key=keys[position], value=value, timestamp=None) is None:
+                    # Full: send it and start the next one.
+                    if in_batch:
+                        sent.append(
+                            (await producer.send_batch(batch, topic, partition=partition), in_batch)
+                        )
+                        batch, in_batch = producer.create_batch(), []
+                    if batch.append(key=keys[position], value=value, timestamp=None) is None:
+                        # Too large even for an empty batch.
+                        alone = await producer.send(
+                            topic, value=value, key=keys[position], partition=partition
+                        )
+                        sent.append((alone, [position]))
+                        continue
+                in_batch.append(position)
             if in_batch:
                 sent.append(
                     (await producer.send_batch(batch, topic, partition=partition), in_batch)
