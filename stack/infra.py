@@ -28,6 +28,9 @@ STACK_DIR = Path(__file__).resolve().parent
 KAFKA_POM = STACK_DIR / "kafka-pom.xml"
 KAFKA_VERSION = "4.1.1"
 KAFKA_HEAP = os.environ.get("IM_KAFKA_HEAP", "512m")
+# The archive's inserts slow down several-fold once the pages they touch outgrow
+# the buffer pool (docs/operations.md, "Sizing the archive's buffer pool").
+MYSQL_BUFFER_POOL = os.environ.get("IM_MYSQL_BUFFER_POOL", "1G")
 DATABASE = "mmim"
 DB_USER = "mmim"
 DB_PASSWORD = "mmim"
@@ -268,7 +271,7 @@ class LocalInfra:
                 f"--socket={self.mysql_socket}",
                 f"--pid-file={self.run_dir / 'mariadbd.pid'}",
                 "--skip-name-resolve",
-                "--innodb-buffer-pool-size=256M",
+                f"--innodb-buffer-pool-size={MYSQL_BUFFER_POOL}",
                 "--innodb-flush-log-at-trx-commit=1",
                 "--max-connections=500",
                 "--character-set-server=utf8mb4",

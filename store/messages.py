@@ -1,8 +1,10 @@
 """The permanent message record in MySQL/MariaDB (table ``messages``, seed step 13).
 
-Writes are batched and idempotent on ``msg_id``: the persister may write the
-same sequenced message twice (a replay after a crash), and the second write
-changes nothing. Reads serve history sync in seq order via UNIQUE(conv_id, seq).
+The table is keyed by (conv_id, seq) (migration 0004): an insert lands on the
+last page of its conversation, and history sync reads one range of the key.
+Writes are batched and idempotent: the persister may write the same sequenced
+message twice (a replay after a crash) with the same (conv_id, seq), and the
+second write changes nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ log = logging.getLogger(__name__)
 _COLUMNS = "msg_id, conv_id, seq, sender, recipient, group_id, kind, text, ts, client_msg_id, data"
 
 # aiomysql turns executemany of this form into multi-row INSERTs. The no-op
-# update makes a duplicate msg_id (or conv_id+seq) a silent success.
+# update makes a duplicate (conv_id, seq) a silent success.
 _INSERT = (
     f"INSERT INTO messages ({_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
     " ON DUPLICATE KEY UPDATE msg_id = msg_id"

@@ -210,3 +210,15 @@ async def test_history_pages_come_from_mysql_behind_the_cache(
     stored_rows = await archive.history(conv, 0, 100)
     assert [m.seq for m in stored_rows] == list(range(1, 12))
     assert stored_rows[0] == messages[0]
+
+
+async def test_the_archive_is_keyed_by_conversation_and_seq(pool: Any) -> None:
+    """Migration 0004: no index on random ids, so inserts stay fast as the table grows."""
+    async with pool.acquire() as conn, conn.cursor() as cur:
+        await cur.execute(
+            "SELECT index_name, column_name FROM information_schema.statistics"
+            " WHERE table_schema = DATABASE() AND table_name = 'messages'"
+            " ORDER BY index_name, seq_in_index"
+        )
+        indexes = [tuple(row) for row in await cur.fetchall()]
+    assert indexes == [("PRIMARY", "conv_id"), ("PRIMARY", "seq")]
