@@ -18,6 +18,7 @@ from client.errors import (
     AuthFailed,
     DispatcherError,
     DispatcherUnreachable,
+    LoginRateLimited,
     NoConnectorAvailable,
     RequestRefused,
     ServiceUnavailable,
@@ -190,6 +191,8 @@ class DispatcherApi:
             return IssuedToken(data["token"], data.get("expires_at"))
         if response.status_code in (400, 401, 403, 422):
             raise AuthFailed(message, code=code or int(ErrorCode.BAD_CREDENTIALS))
+        if response.status_code == 429:
+            raise LoginRateLimited(message, retry_after_s=_retry_after(response))
         raise DispatcherError(
             f"token request failed ({response.status_code}): {message}",
             status=response.status_code,

@@ -58,6 +58,15 @@ class NoConnectorAvailable(DispatcherError):
         self.retry_after_s = retry_after_s
 
 
+class LoginRateLimited(DispatcherError):
+    """429 from ``POST /v1/tokens``: too many failed passwords for the user, or attempts
+    from this address; the password was not checked. Try again after ``retry_after_s``."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message, status=429, code=int(ErrorCode.RATE_LIMITED))
+        self.retry_after_s = retry_after_s
+
+
 class UserExists(DispatcherError):
     """``POST /v1/users`` for a user id that is taken."""
 

@@ -54,6 +54,7 @@ from client.errors import (
     ClientClosed,
     ClientError,
     ConnectionLost,
+    LoginRateLimited,
     NoConnectorAvailable,
     ServerError,
     code_name,
@@ -777,7 +778,7 @@ class Client:
                 self._release_held()
                 self._finish(error)
                 return
-            except NoConnectorAvailable as error:
+            except (NoConnectorAvailable, LoginRateLimited) as error:
                 self._release_held()
                 log.warning("reconnect attempt %d: %s", attempt, error.message)
                 exclude.clear()  # the excluded one may be the only one left

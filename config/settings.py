@@ -55,6 +55,10 @@ class Settings(BaseSettings):
     # --- auth
     jwt_secret: str = DEVELOPMENT_JWT_SECRET
     token_ttl_s: int = Field(24 * 3600, ge=60)
+    # Password logins (store/login_attempts.py); 0 turns a limit off.
+    login_failures_per_user: int = Field(10, ge=0)
+    login_failure_window_s: int = Field(900, ge=1)
+    login_attempts_per_ip_per_min: int = Field(120, ge=0)
 
     # --- dispatcher
     dispatcher_host: str = "127.0.0.1"

@@ -38,6 +38,7 @@ from schemas.errors import AuthError, ErrorCode, ImError
 from schemas.http import error_responses, install_error_handlers
 from store.friends import FriendStore
 from store.groups import GroupStore
+from store.login_attempts import LoginAttempts
 from store.mysql import close_pool, create_pool
 from store.register import RegisterStore
 from store.users import UserStore, check_user_id
@@ -143,6 +144,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
             register=register,
             users=UserStore(pool),
             tokens=TokenService(settings, register),
+            login_attempts=LoginAttempts(redis, settings),
             groups=GroupStore(pool, redis),
             friends=FriendStore(pool),
             system=system,
@@ -184,14 +186,24 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
     @app.post(
         "/v1/tokens",
         response_model=TokenIssued,
-        responses=error_responses(ErrorCode.BAD_REQUEST, ErrorCode.BAD_CREDENTIALS),
+        responses=error_responses(
+            ErrorCode.BAD_REQUEST, ErrorCode.BAD_CREDENTIALS, ErrorCode.RATE_LIMITED
+        ),
         summary="Log in: exchange a user id and password for a token",
+        description=(
+            "Refused with 429 (and Retry-After) after too many failed passwords for the"
+            " user id, or too many attempts from the client's address (docs/configuration.md)."
+        ),
     )
     async def issue_token(body: Credentials, request: Request) -> TokenIssued:
         services = services_of(request)
+        client_ip = request.client.host if request.client is not None else "unknown"
+        await services.login_attempts.admit(body.user_id, client_ip)
         stored = await services.users.password_hash(body.user_id)
         if not await verify_password_async(stored, body.password):
+            await services.login_attempts.failed(body.user_id)
             raise AuthError(ErrorCode.BAD_CREDENTIALS, "wrong user id or password")
+        await services.login_attempts.succeeded(body.user_id)
         if stored is not None and needs_rehash(stored):
             await services.users.set_password_hash(
                 body.user_id, await hash_password_async(body.password)

@@ -19,6 +19,7 @@ from push.publisher import SystemPublisher
 from schemas.errors import AuthError, ErrorCode
 from store.friends import FriendStore
 from store.groups import GroupStore
+from store.login_attempts import LoginAttempts
 from store.register import RegisterStore
 from store.users import UserStore
 
@@ -32,6 +33,7 @@ class Services:
     register: RegisterStore
     users: UserStore
     tokens: TokenService
+    login_attempts: LoginAttempts
     groups: GroupStore
     friends: FriendStore
     system: SystemPublisher

@@ -82,6 +82,14 @@ class ProtocolError(ImError):
         self.fatal = fatal
 
 
+class RateLimitedError(ImError):
+    """Refused for now; ``retry_after_s`` says when trying again makes sense."""
+
+    def __init__(self, code: ErrorCode, message: str, *, retry_after_s: int) -> None:
+        super().__init__(code, message)
+        self.retry_after_s = retry_after_s
+
+
 class AuthError(ImError):
     """Bad, expired or revoked credentials."""
 

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from schemas.errors import HTTP_STATUS, ErrorCode, ImError
+from schemas.errors import HTTP_STATUS, ErrorCode, ImError, RateLimitedError
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,16 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = 1) -> None:
     """Map ImError, validation errors, HTTP errors and crashes to the one JSON error shape."""
 
     def error_response(
-        code: ErrorCode, message: str, http_status: int | None = None
+        code: ErrorCode,
+        message: str,
+        http_status: int | None = None,
+        retry_after: int | None = None,
     ) -> JSONResponse:
         headers = {}
         if code in TOKEN_ERRORS:
             headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         if code in (ErrorCode.UNAVAILABLE, ErrorCode.RATE_LIMITED):
-            headers["Retry-After"] = str(retry_after_s)
+            headers["Retry-After"] = str(retry_after or retry_after_s)
         return JSONResponse(
             {"code": int(code), "message": message},
             status_code=http_status or HTTP_STATUS[code],
@@ -75,7 +78,8 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = 1) -> None:
 
     @app.exception_handler(ImError)
     async def _im_error(request: Request, error: ImError) -> JSONResponse:
-        return error_response(error.code, error.message)
+        retry_after = error.retry_after_s if isinstance(error, RateLimitedError) else None
+        return error_response(error.code, error.message, retry_after=retry_after)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:

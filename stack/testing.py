@@ -36,7 +36,9 @@ def docker_available() -> bool:
 
 
 def _stack(mode: str, values: dict[str, Any]) -> TestStack:
-    values = {"env": "test", **values}
+    # The whole suite logs in from 127.0.0.1, so the per-address login limit is
+    # off; tests/integration/test_dispatcher.py turns it on for its own dispatcher.
+    values = {"env": "test", "login_attempts_per_ip_per_min": 0, **values}
     return TestStack(mode=mode, settings=Settings(**values), env=settings_env(values))
 
 

@@ -11,7 +11,8 @@ from redis.asyncio import Redis
 from auth.passwords import hash_password, verify_password
 from auth.tokens import TokenService
 from config.settings import Settings
-from schemas.errors import AuthError, ErrorCode, ImError
+from schemas.errors import AuthError, ErrorCode, ImError, RateLimitedError
+from store.login_attempts import IP_WINDOW_S, LoginAttempts, address_key, failures_key
 from store.mysql import close_pool, create_pool
 from store.register import RegisterStore
 from store.users import UserStore
@@ -110,3 +111,58 @@ async def test_revoked_token_is_refused_and_others_still_work(
     # The revocation lasts as long as the token would have, not forever.
     ttl = await register.redis.ttl(f"revoked:{revoked.jti}")
     assert 0 < ttl <= settings.token_ttl_s
+
+
+def _limits(settings: Settings, failures: int, attempts: int) -> Settings:
+    return settings.model_copy(
+        update={"login_failures_per_user": failures, "login_attempts_per_ip_per_min": attempts}
+    )
+
+
+async def test_a_user_s_failed_logins_lock_password_logins_until_a_success_or_the_window(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    attempts = LoginAttempts(redis, _limits(settings, failures=3, attempts=0))
+    user, other, address = unique("mallory-target"), unique("bystander"), unique("10.0.0")
+    for _ in range(3):
+        await attempts.admit(user, address)
+        await attempts.failed(user)
+    with pytest.raises(RateLimitedError) as refused:
+        await attempts.admit(user, address)
+    assert refused.value.code == ErrorCode.RATE_LIMITED
+    assert 1 <= refused.value.retry_after_s <= settings.login_failure_window_s
+    await attempts.admit(other, address)  # other users are not locked
+
+    # Below the limit, a success forgives the failures.
+    await redis.delete(failures_key(user))
+    for _ in range(2):
+        await attempts.failed(user)
+    await attempts.succeeded(user)
+    for _ in range(2):
+        await attempts.failed(user)
+    await attempts.admit(user, address)
+
+
+async def test_one_address_gets_a_bounded_number_of_attempts_a_minute(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    attempts = LoginAttempts(redis, _limits(settings, failures=0, attempts=4))
+    address, elsewhere = unique("192.0.2"), unique("198.51.100")
+    for n in range(4):
+        await attempts.admit(unique(f"user{n}"), address)
+    with pytest.raises(RateLimitedError) as refused:
+        await attempts.admit(unique("user"), address)
+    assert 1 <= refused.value.retry_after_s <= IP_WINDOW_S
+    assert 0 < await redis.ttl(address_key(address)) <= IP_WINDOW_S
+    await attempts.admit(unique("user"), elsewhere)
+
+
+async def test_limits_at_zero_count_nothing(
+    redis: Redis, settings: Settings, unique: Callable[[str], str]
+) -> None:
+    attempts = LoginAttempts(redis, _limits(settings, failures=0, attempts=0))
+    user, address = unique("user"), unique("203.0.113")
+    for _ in range(20):
+        await attempts.admit(user, address)
+        await attempts.failed(user)
+    assert await redis.exists(failures_key(user), address_key(address)) == 0

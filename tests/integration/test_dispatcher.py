@@ -18,6 +18,7 @@ from redis.asyncio import Redis
 
 from auth.tokens import TokenService
 from config.settings import Settings
+from store.login_attempts import address_key
 from store.register import ConnectorInfo, RegisterStore
 
 
@@ -123,6 +124,61 @@ async def test_registration(http: httpx.AsyncClient, unique: Callable[[str], str
     assert short.status_code == 400
     assert short.json()["code"] == 1005
     assert "password" in short.json()["message"]
+
+
+def _strict_dispatcher(launch, port: Callable[[], int], env: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
+    http_port = port()
+    url = f"http://127.0.0.1:{http_port}"
+    launch(
+        "dispatcher",
+        name="strict-dispatcher",
+        env={"IM_DISPATCHER_PORT": str(http_port), **env},
+        health_url=f"{url}/healthz",
+    )
+    return url
+
+
+async def test_wrong_passwords_lock_the_user_s_password_logins_with_a_429(
+    launch,  # type: ignore[no-untyped-def]
+    port: Callable[[], int],
+    unique: Callable[[str], str],
+) -> None:
+    url = _strict_dispatcher(launch, port, {"IM_LOGIN_FAILURES_PER_USER": "2"})
+    user, password = unique("dave"), "dave's secret"
+    async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+        await http.post("/v1/users", json={"user_id": user, "password": password})
+        for guess in ("123456", "password"):
+            wrong = await http.post("/v1/tokens", json={"user_id": user, "password": guess})
+            assert wrong.status_code == 401
+        # Even the right password waits now: it is not checked until the window ends.
+        locked = await http.post("/v1/tokens", json={"user_id": user, "password": password})
+        assert locked.status_code == 429
+        assert locked.json() == {
+            "code": 1009,
+            "message": "too many failed logins for this user; retry later",
+        }
+        assert 1 <= int(locked.headers["retry-after"]) <= 900
+
+
+async def test_one_address_gets_a_429_past_its_login_attempts_a_minute(
+    launch,  # type: ignore[no-untyped-def]
+    port: Callable[[], int],
+    redis: Redis,
+    unique: Callable[[str], str],
+) -> None:
+    url = _strict_dispatcher(launch, port, {"IM_LOGIN_ATTEMPTS_PER_IP_PER_MIN": "3"})
+    await redis.delete(address_key("127.0.0.1"))
+    try:
+        async with httpx.AsyncClient(base_url=url, timeout=10) as http:
+            body = {"user_id": unique("erin"), "password": "not registered"}
+            for _ in range(3):
+                assert (await http.post("/v1/tokens", json=body)).status_code == 401
+            refused = await http.post("/v1/tokens", json=body)
+            assert refused.status_code == 429
+            assert "address" in refused.json()["message"]
+            assert 1 <= int(refused.headers["retry-after"]) <= 60
+    finally:
+        await redis.delete(address_key("127.0.0.1"))
 
 
 async def test_login(

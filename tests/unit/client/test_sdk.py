@@ -6,9 +6,18 @@ import asyncio
 import itertools
 from collections.abc import Callable
 
+import httpx
 import pytest
 
-from client.errors import AuthFailed, ClientClosed, ConnectionLost, ServerError, UserExists
+from client.dispatcher_api import DispatcherApi
+from client.errors import (
+    AuthFailed,
+    ClientClosed,
+    ConnectionLost,
+    LoginRateLimited,
+    ServerError,
+    UserExists,
+)
 from client.messages import Message
 from client.sdk import Client
 from schemas import conversations
@@ -284,3 +293,17 @@ async def test_close_logs_out_and_ends_iteration(make_client, backend) -> None:
     assert backend.frames("bob", Op.LOGOUT)
     with pytest.raises(ClientClosed):
         await bob.send("alice", "after close")
+
+
+async def test_a_throttled_password_login_says_when_to_try_again() -> None:
+    def throttled(request: httpx.Request) -> httpx.Response:
+        body = {"code": 1009, "message": "too many failed logins for this user; retry later"}
+        return httpx.Response(429, json=body, headers={"Retry-After": "42"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(throttled)) as http:
+        api = DispatcherApi("http://dispatcher", http=http)
+        with pytest.raises(LoginRateLimited) as caught:
+            await api.issue_token("alice", "a guess")
+    assert (caught.value.status, caught.value.code) == (429, ErrorCode.RATE_LIMITED)
+    assert caught.value.retry_after_s == 42
+    assert "too many failed logins" in caught.value.message
