@@ -22,17 +22,24 @@ from store.login_attempts import address_key
 from store.register import ConnectorInfo, RegisterStore
 
 
-@pytest.fixture
-def dispatcher_url(launch, port: Callable[[], int]) -> str:  # type: ignore[no-untyped-def]
+def _launch_dispatcher(  # type: ignore[no-untyped-def]
+    launch, port: Callable[[], int], name: str, env: dict[str, str]
+) -> str:
+    """Start a dispatcher process on a free port; its base URL."""
     http_port = port()
     url = f"http://127.0.0.1:{http_port}"
     launch(
         "dispatcher",
-        name="dispatcher",
-        env={"IM_DISPATCHER_PORT": str(http_port)},
+        name=name,
+        env={"IM_DISPATCHER_PORT": str(http_port), **env},
         health_url=f"{url}/healthz",
     )
     return url
+
+
+@pytest.fixture
+def dispatcher_url(launch, port: Callable[[], int]) -> str:  # type: ignore[no-untyped-def]
+    return _launch_dispatcher(launch, port, "dispatcher", {})
 
 
 @pytest.fixture
@@ -126,24 +133,12 @@ async def test_registration(http: httpx.AsyncClient, unique: Callable[[str], str
     assert "password" in short.json()["message"]
 
 
-def _strict_dispatcher(launch, port: Callable[[], int], env: dict[str, str]) -> str:  # type: ignore[no-untyped-def]
-    http_port = port()
-    url = f"http://127.0.0.1:{http_port}"
-    launch(
-        "dispatcher",
-        name="strict-dispatcher",
-        env={"IM_DISPATCHER_PORT": str(http_port), **env},
-        health_url=f"{url}/healthz",
-    )
-    return url
-
-
 async def test_wrong_passwords_lock_the_user_s_password_logins_with_a_429(
     launch,  # type: ignore[no-untyped-def]
     port: Callable[[], int],
     unique: Callable[[str], str],
 ) -> None:
-    url = _strict_dispatcher(launch, port, {"IM_LOGIN_FAILURES_PER_USER": "2"})
+    url = _launch_dispatcher(launch, port, "strict", {"IM_LOGIN_FAILURES_PER_USER": "2"})
     user, password = unique("dave"), "dave's secret"
     async with httpx.AsyncClient(base_url=url, timeout=10) as http:
         await http.post("/v1/users", json={"user_id": user, "password": password})
@@ -166,7 +161,7 @@ async def test_one_address_gets_a_429_past_its_login_attempts_a_minute(
     redis: Redis,
     unique: Callable[[str], str],
 ) -> None:
-    url = _strict_dispatcher(launch, port, {"IM_LOGIN_ATTEMPTS_PER_IP_PER_MIN": "3"})
+    url = _launch_dispatcher(launch, port, "strict", {"IM_LOGIN_ATTEMPTS_PER_IP_PER_MIN": "3"})
     await redis.delete(address_key("127.0.0.1"))
     try:
         async with httpx.AsyncClient(base_url=url, timeout=10) as http:
