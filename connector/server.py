@@ -17,8 +17,6 @@ from functools import partial
 from typing import Any, Protocol
 
 from aiokafka.errors import KafkaError
-from pymysql.err import MySQLError
-from redis.exceptions import RedisError
 
 from auth.tokens import TokenClaims
 from config.settings import Settings
@@ -42,6 +40,7 @@ from schemas.protocol import Frame, Op, encode, read_frame
 from schemas.records import ClientMessage, PushRecord, StoredMessage
 from schemas.records import encode as encode_record
 from schemas.topics import msg_topic, push_topic
+from store.backend_errors import BACKEND_ERRORS
 from store.register import BindRequest, RegisterStore, SessionRoute
 
 log = logging.getLogger(__name__)
@@ -50,8 +49,6 @@ log = logging.getLogger(__name__)
 SERVER_OPS = frozenset(
     {Op.LOGIN_ACK, Op.HEARTBEAT_ACK, Op.SEND_ACK, Op.PUSH, Op.SYNC_RESULT, Op.KICK, Op.ERROR}
 )
-# Failures of the systems behind the connector: the client may retry later.
-BACKEND_ERRORS = (RedisError, KafkaError, MySQLError, OSError, asyncio.TimeoutError)
 
 
 class TokenVerifier(Protocol):

@@ -36,6 +36,7 @@ from dispatcher.groups import router as groups_router
 from push.publisher import SystemPublisher
 from schemas.errors import AuthError, ErrorCode, ImError
 from schemas.http import error_responses, install_error_handlers
+from store.backend_errors import BACKEND_ERRORS
 from store.friends import FriendStore
 from store.groups import GroupStore
 from store.login_attempts import LoginAttempts
@@ -163,7 +164,7 @@ def create_app(settings: Settings, *, rng: random.Random | None = None) -> FastA
         lifespan=lifespan,
     )
 
-    install_error_handlers(app, retry_after_s=retry_after_s)
+    install_error_handlers(app, retry_after_s=retry_after_s, unavailable=BACKEND_ERRORS)
 
     # --- endpoints
 

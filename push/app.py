@@ -26,6 +26,7 @@ from push.publisher import SystemPublisher, new_push_id
 from schemas.conversations import ID_PATTERN
 from schemas.errors import ErrorCode, ImError
 from schemas.http import error_responses, install_error_handlers
+from store.backend_errors import BACKEND_ERRORS
 from store.groups import GroupStore
 from store.mysql import close_pool, create_pool
 
@@ -131,7 +132,11 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.service_keys = settings.service_keys
     app.state.limits = KeyLimits(settings)
     # A refused caller may try again once its bucket holds a token again.
-    install_error_handlers(app, retry_after_s=max(1, math.ceil(1 / settings.push_rate_per_s)))
+    install_error_handlers(
+        app,
+        retry_after_s=max(1, math.ceil(1 / settings.push_rate_per_s)),
+        unavailable=BACKEND_ERRORS,
+    )
 
     auth_errors = (ErrorCode.BAD_REQUEST, ErrorCode.BAD_TOKEN, ErrorCode.RATE_LIMITED)
 

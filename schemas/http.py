@@ -56,8 +56,17 @@ def validation_message(error: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def install_error_handlers(app: FastAPI, *, retry_after_s: int = 1) -> None:
-    """Map ImError, validation errors, HTTP errors and crashes to the one JSON error shape."""
+def install_error_handlers(
+    app: FastAPI,
+    *,
+    retry_after_s: int = 1,
+    unavailable: tuple[type[Exception], ...] = (),
+) -> None:
+    """Map ImError, validation errors, HTTP errors and crashes to the one JSON error shape.
+
+    Exceptions of the ``unavailable`` types (a backend that failed, see
+    store/backend_errors.py) are answered 503 UNAVAILABLE with Retry-After, not 500.
+    """
 
     def error_response(
         code: ErrorCode,
@@ -89,6 +98,13 @@ def install_error_handlers(app: FastAPI, *, retry_after_s: int = 1) -> None:
     async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
         code = ErrorCode.NOT_FOUND if error.status_code == 404 else ErrorCode.BAD_REQUEST
         return error_response(code, str(error.detail), error.status_code)
+
+    async def _backend_failed(request: Request, error: Exception) -> JSONResponse:
+        log.warning("%s %s: backend unavailable: %r", request.method, request.url.path, error)
+        return error_response(ErrorCode.UNAVAILABLE, "service unavailable, retry later")
+
+    for error_type in unavailable:
+        app.add_exception_handler(error_type, _backend_failed)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
