@@ -359,7 +359,7 @@ class ClientServer:
         assert session.user is not None and session.device is not None
         request = parse_send(frame.body, frame.request_id, self.settings.max_frame_bytes)
         if request.group_id is not None:
-            # Early answer for clients; the logic re-checks membership authoritatively.
+            # The verdict goes into the record: the sequencer decides on it (replays too).
             if not await self.groups.is_member(request.group_id, session.user):
                 raise ForbiddenError(
                     f"not a member of group {request.group_id}", code=ErrorCode.NOT_A_MEMBER
@@ -380,6 +380,8 @@ class ClientServer:
             client_ts=request.client_ts,
             received_ts=now_ms(),
             reply_connector=self.connector_id,
+            # Checked above; the sequencer judges the record by it (schemas/records.py).
+            sender_is_member=True if request.group_id is not None else None,
         )
         key: SendKey = (session.user, session.device, request.client_msg_id)
         self.pending.track(key, session, frame.request_id)

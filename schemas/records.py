@@ -29,6 +29,11 @@ class ClientMessage(msgspec.Struct, frozen=True, kw_only=True):
     received_ts: int
     # Connector that should receive the send result; None for the push service.
     reply_connector: str | None = None
+    # A group send: whether the sender was a member when the connector accepted
+    # it. The sequencer decides on this, not on a lookup of its own, so a replay
+    # after a crash judges the record as the first pass did. None: not checked
+    # (records from before this field); the sequencer then looks it up.
+    sender_is_member: bool | None = None
 
 
 class StoredMessage(msgspec.Struct, frozen=True, kw_only=True):

@@ -2,7 +2,8 @@
 
 Order of effects per batch, which is what makes a crash at any point safe:
 
-0. look up group membership for the batch's group messages (one Redis call each);
+0. look up group membership for the batch's group messages that do not carry the
+   connector's verdict (one Redis call each);
 1. sequence every message against the conversation states (in memory only);
 2. look up the recipients' routes and the connectors' liveness (pipelined);
 3. in one round: publish the sequenced messages to the persist topic (group
@@ -195,12 +196,15 @@ class MessagePipeline:
     async def _membership(
         self, messages: Sequence[ClientMessage]
     ) -> dict[tuple[str, str], bool | None]:
-        """(group_id, sender) → is a member; None where the lookup failed."""
+        """(group_id, sender) → is a member, for sends that carry no verdict; None where
+        the lookup failed."""
         pairs = list(
             dict.fromkeys(
                 (m.group_id, m.sender)
                 for m in messages
-                if m.group_id is not None and sequencing.needs_membership(m)
+                if m.group_id is not None
+                and m.sender_is_member is None
+                and sequencing.needs_membership(m)
             )
         )
         if not pairs:
@@ -273,11 +277,10 @@ class MessagePipeline:
             conv_id = message.conv_id
             if conv_id not in working:
                 working[conv_id] = sequencing.decode_state(self.states.get(conv_id.encode()))
-            is_member = (
-                membership.get((message.group_id, message.sender))
-                if message.group_id is not None
-                else None
-            )
+            # The connector's verdict when it carries one: a replay then decides the same.
+            is_member = message.sender_is_member
+            if is_member is None and message.group_id is not None:
+                is_member = membership.get((message.group_id, message.sender))
             state, outcome = sequencing.apply(working[conv_id], message, record.offset, is_member)
             if state is not working[conv_id]:
                 working[conv_id] = state

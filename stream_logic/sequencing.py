@@ -13,8 +13,10 @@ replayed records and recomputes exactly the same messages:
 - ``recent``: the last DEDUP_WINDOW (sender, client_msg_id) digests, so a
   client's retry gets the original msg_id/seq back instead of a second message.
 
-Group membership is the one input that is not in the record: the pipeline looks
-it up (store/groups.py) before sequencing and passes the answer in.
+Group membership comes with the record: the connector that accepted a group send
+checked it and says so (``ClientMessage.sender_is_member``), so a replay judges
+the record as the first pass did. Only records without that verdict (from before
+the field existed) have it looked up by the pipeline (store/groups.py).
 
 docs/operations.md ("Ordering and deduplication") walks through the crash windows.
 """

@@ -206,3 +206,4 @@ async def test_only_members_send_to_and_sync_a_group(
         )
         assert message.sender_device == "phone"
         assert message.reply_connector == connector_id
+        assert message.sender_is_member is True  # what the sequencer decides on

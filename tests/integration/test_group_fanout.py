@@ -185,7 +185,12 @@ async def deployment(
 
 
 def group_send(
-    sender: str, group_id: str, client_msg_id: str, reply_connector: str | None, device: str = ""
+    sender: str,
+    group_id: str,
+    client_msg_id: str,
+    reply_connector: str | None,
+    device: str = "",
+    sender_is_member: bool | None = None,
 ) -> ClientMessage:
     return ClientMessage(
         client_msg_id=client_msg_id,
@@ -197,6 +202,7 @@ def group_send(
         text=f"text of {client_msg_id}",
         received_ts=int(time.time() * 1000),
         reply_connector=reply_connector,
+        sender_is_member=sender_is_member,
     )
 
 
@@ -249,6 +255,37 @@ async def drop_group(d: Deployment, group_id: str, users: list[str]) -> None:
     for start in range(0, len(users), 500):
         chunk = users[start : start + 500]
         await d.redis.delete(*[offline_key(u) for u in chunk])
+
+
+async def test_the_connector_s_membership_verdict_decides_so_replays_judge_alike(
+    deployment: Deployment, unique: Callable[[str], str]
+) -> None:
+    """A send accepted at the connector is sequenced even if its sender left a moment
+    later: the verdict is in the record, so a replay after a crash decides the same."""
+    d = deployment
+    alice, bob = unique("alice"), unique("bob")
+    team = await d.groups.create("team", alice)
+    gid = team.group_id
+    await d.groups.add_members(gid, [bob])
+    a = d.readers["a"]
+    try:
+        await d.send(group_send(alice, gid, "before", d.connectors["a"], "phone", True))
+        await eventually(lambda: len(a.results()) >= 1, "the first send result")
+        assert await d.groups.remove_member(gid, alice)
+        # Accepted at the connector before she left (or the same record replayed) ...
+        await d.send(group_send(alice, gid, "accepted", d.connectors["a"], "phone", True))
+        # ... while a record without a verdict is looked up now: she is no member.
+        await d.send(group_send(alice, gid, "unchecked", d.connectors["a"], "phone"))
+        await eventually(lambda: len(a.results()) >= 3, "three send results")
+        results = {r.client_msg_id: r for r in a.results() if r.sender == alice}
+        assert (results["before"].seq, results["accepted"].seq) == (1, 2)
+        assert results["accepted"].error_code is None
+        assert (results["unchecked"].error_code, results["unchecked"].seq) == (
+            ErrorCode.NOT_A_MEMBER,
+            None,
+        )
+    finally:
+        await drop_group(d, gid, [alice, bob])
 
 
 async def test_group_of_four_across_two_connectors_with_one_member_offline(
