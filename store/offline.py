@@ -143,14 +143,19 @@ class OfflineStore:
 
     async def _trim(self, users: Sequence[str]) -> None:
         """Drop the oldest messages of lists over the cap (rare: a user away for long)."""
-        dropped_total = 0
-        for user, messages in (await self.pending_many(users)).items():
-            excess = len(messages) - self.cap
-            if excess > 0:
-                # An ack removing one of these meanwhile only makes HDEL count fewer.
-                dropped_total += int(
-                    await self.redis.hdel(offline_key(user), *(m.msg_id for m in messages[:excess]))
-                )
+        oldest = {
+            user: messages[: len(messages) - self.cap]
+            for user, messages in (await self.pending_many(users)).items()
+            if len(messages) > self.cap
+        }
+        if not oldest:
+            return
+        # All users' drops in one round trip, as the reads were. An ack removing
+        # one of these meanwhile only makes HDEL count fewer.
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for user, messages in oldest.items():
+                pipe.hdel(offline_key(user), *(m.msg_id for m in messages))
+            dropped_total = sum(int(dropped) for dropped in await pipe.execute())
         if dropped_total:
             # The client finds these again by syncing the conversation from MySQL.
             log.warning(
